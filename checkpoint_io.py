@@ -1,0 +1,125 @@
+"""Checkpoint I/O for main.py, train.py and the tests.
+
+A checkpoint is the assignment's plain state dict (`torch.save(model.state_dict())`).
+Loading reads weights only (no pickled code runs), checks shipped files against
+SHA256SUMS beside them, and says in one line what is wrong with a bad file.
+Saving writes a temporary file and renames it into place, so an interrupted
+save never leaves half a file and never replaces a shipped checkpoint.
+"""
+import hashlib
+import os
+import pickle
+import tempfile
+import zipfile
+
+import torch
+
+from models import TITLES, name_of, state_shapes
+
+SUMS = 'SHA256SUMS'
+LFS_MAGIC = b'version https://git-lfs'
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used; the message says what to do."""
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            h.update(block)
+    return h.hexdigest()
+
+
+def shipped_sum(path):
+    """The sha256 that SHA256SUMS beside `path` lists for it, or None."""
+    sums = os.path.join(os.path.dirname(os.path.abspath(path)), SUMS)
+    if not os.path.isfile(sums):
+        return None
+    with open(sums) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 2 and parts[1].lstrip('*') == os.path.basename(path):
+                return parts[0].lower()
+    return None
+
+
+def read_state_dict(path):
+    """The state dict in `path`, read as weights only, or a CheckpointError."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint not found: {path} (looked in {os.path.abspath(path)}); "
+                              "pass --checkpoint PATH, or make one with train.py (see README)")
+    with open(path, 'rb') as f:
+        head = f.read(len(LFS_MAGIC))
+    if head == LFS_MAGIC:
+        raise CheckpointError(f"{path} is a Git LFS pointer, not the checkpoint itself; "
+                              "fetch the real file with `git lfs pull` (or download it again)")
+    expected = shipped_sum(path)
+    if expected is not None and sha256(path) != expected:
+        raise CheckpointError(f"{path} does not match its line in {SUMS} (damaged or changed); "
+                              f"restore it with `git checkout -- {path}`")
+    try:
+        state = torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as e:
+        if 'weights_only' in str(e) or 'Unsupported global' in str(e):
+            raise CheckpointError(f"refused to load {path}: it holds pickled code or objects, not just "
+                                  "weights, and loading it could run that code; use a plain state dict") from None
+        raise CheckpointError(f"{path} is damaged or not a PyTorch checkpoint ({_first_line(e)}); "
+                              "download or copy it again") from None
+    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError) as e:
+        raise CheckpointError(f"{path} is damaged or truncated ({_first_line(e)}); "
+                              "download or copy it again") from None
+    if isinstance(state, dict) and isinstance(state.get('state_dict'), dict):
+        state = state['state_dict']  # a common wrapper around the same thing
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path} is not a state dict (it holds a {type(state).__name__}); "
+                              "save one with torch.save(model.state_dict(), PATH)")
+    # DistributedDataParallel and torch.compile add these prefixes to every key
+    for prefix in ('module.', '_orig_mod.'):
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def _first_line(e):
+    return str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+
+
+def load_checkpoint(model, path):
+    """Load `path` into `model` (strictly, cast to the model's dtypes) or raise CheckpointError."""
+    state = read_state_dict(path)
+    name = name_of(model)
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    if shapes.keys() != model.state_dict().keys():
+        for other in TITLES:
+            if other != name and shapes.keys() == state_shapes(other).keys():
+                raise CheckpointError(f"{path} is a {TITLES[other]} checkpoint, but the model is "
+                                      f"{TITLES[name]}: use --model {other} (or its lines in main.py)")
+        missing = sorted(model.state_dict().keys() - shapes.keys())
+        unexpected = sorted(shapes.keys() - model.state_dict().keys())
+        raise CheckpointError(f"{path} does not fit {TITLES[name]}: {len(missing)} keys missing "
+                              f"{missing[:2]}, {len(unexpected)} unexpected {unexpected[:2]}")
+    wrong = [k for k, v in model.state_dict().items() if tuple(v.shape) != shapes[k]]
+    if wrong:
+        raise CheckpointError(f"{path} does not fit {TITLES[name]}: {len(wrong)} tensors have other shapes, "
+                              f"e.g. {wrong[0]} is {shapes[wrong[0]]}")
+    # load_state_dict copies into the existing float32 tensors, so half-precision files load as float32
+    model.load_state_dict(state, strict=True)
+    return state
+
+
+def save_checkpoint(state_dict, path):
+    """Write `state_dict` to `path` atomically; never over a shipped checkpoint."""
+    if shipped_sum(path) is not None:
+        raise CheckpointError(f"will not overwrite the shipped checkpoint {path}; choose another --out")
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            torch.save(state_dict, f)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

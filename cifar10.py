@@ -1,0 +1,212 @@
+"""CIFAR-10 for main.py, train.py and the tests: one place for the data.
+
+Two layouts are accepted under a data directory DIR:
+  * torchvision's: DIR/cifar-10-batches-py (downloaded there on first use, as
+    the assignment does);
+  * an image folder: DIR/train/<class>/* and DIR/test/<class>/*, with exactly
+    CIFAR-10's ten class folders (how offline and Kaggle/PNG copies come).
+
+`plain_loaders` is the assignment's pipeline (PIL transforms per image, batch
+100, no workers). `decode` + `TensorLoader` are the fast path: every image is
+decoded once into one uint8 tensor, and the same random crop (zero padding 4)
+and horizontal flip are applied to whole batches on the chosen device.
+"""
+import math
+import os
+import pickle
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision
+import torchvision.transforms as transforms
+from PIL import Image
+
+CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer',
+           'dog', 'frog', 'horse', 'ship', 'truck')
+MEAN = (0.4914, 0.4822, 0.4465)
+STD = (0.2023, 0.1994, 0.2010)
+TORCHVISION_FOLDER = 'cifar-10-batches-py'
+
+transform_train = transforms.Compose([
+    transforms.RandomCrop(32, padding=4),
+    transforms.RandomHorizontalFlip(),
+    transforms.ToTensor(),
+    transforms.Normalize(MEAN, STD),
+])
+
+transform_test = transforms.Compose([
+    transforms.ToTensor(),
+    transforms.Normalize(MEAN, STD),
+])
+
+
+class DataError(Exception):
+    """A problem with the data that the user can fix; the message says how."""
+
+
+WHAT_TO_PUT = ("put CIFAR-10 there: torchvision's archive (cifar-10-python.tar.gz, "
+               "unpacked as {d}/cifar-10-batches-py) or an image folder "
+               "{d}/train/<class>/ and {d}/test/<class>/ with the ten CIFAR-10 classes")
+
+
+def layout(root):
+    """'folder' or 'torchvision' for a data directory that holds CIFAR-10, else None."""
+    if os.path.isdir(os.path.join(root, 'train')) or os.path.isdir(os.path.join(root, 'test')):
+        return 'folder'
+    if os.path.isdir(os.path.join(root, TORCHVISION_FOLDER)):
+        return 'torchvision'
+    return None
+
+
+def _split_dir(root, split):
+    d = os.path.join(root, split)
+    if not os.path.isdir(d):
+        raise DataError(f"image folder {root} has no '{split}' folder: " + WHAT_TO_PUT.format(d=root))
+    found = sorted(e for e in os.listdir(d) if os.path.isdir(os.path.join(d, e)))
+    if found != sorted(CLASSES):
+        missing = sorted(set(CLASSES) - set(found))
+        extra = sorted(set(found) - set(CLASSES))
+        raise DataError(f"{d} must hold exactly CIFAR-10's ten class folders "
+                        f"({', '.join(CLASSES)}); missing: {', '.join(missing) or 'none'}; "
+                        f"not CIFAR-10: {', '.join(extra) or 'none'}")
+    return d
+
+
+def _read_image(path):
+    """One 32x32 RGB image as a PIL image, or a DataError naming the file."""
+    try:
+        with Image.open(path) as im:
+            im = im.convert('RGB')
+    except (OSError, ValueError, SyntaxError) as e:
+        raise DataError(f"cannot read image {path} ({e}); delete or replace that file") from None
+    if im.size != (32, 32):
+        raise DataError(f"image {path} is {im.size[0]}x{im.size[1]}, CIFAR-10 images are 32x32; "
+                        "delete or replace that file")
+    return im
+
+
+class _CIFAR10(torchvision.datasets.CIFAR10):
+    # torchvision checks each file's md5, which only the full official archive
+    # passes; present files are enough here, so that smaller copies in the same
+    # layout (the tests make one) load too. Damaged files still fail to unpickle.
+    def _check_integrity(self):
+        return all(os.path.isfile(os.path.join(self.root, self.base_folder, name))
+                   for name, _ in self.train_list + self.test_list + [(self.meta['filename'], None)])
+
+    def _load_meta(self):
+        self.classes = list(CLASSES)
+        self.class_to_idx = {c: i for i, c in enumerate(CLASSES)}
+
+
+def _torchvision_cifar(root, train, transform=None, download=True):
+    try:
+        return _CIFAR10(root=root, train=train, transform=transform, download=download)
+    except RuntimeError as e:  # "Dataset not found or corrupted"
+        raise DataError(f"no usable CIFAR-10 in {root} ({e}); " + WHAT_TO_PUT.format(d=root)) from None
+    except (pickle.UnpicklingError, EOFError, KeyError, ValueError) as e:
+        raise DataError(f"{os.path.join(root, TORCHVISION_FOLDER)} is damaged ({type(e).__name__}: {e}); "
+                        "delete that folder and run again to download it afresh") from None
+    except OSError as e:  # no network, DNS failure, disk full...
+        reason = getattr(e, 'reason', None) or e
+        raise DataError(f"no CIFAR-10 in {root} and it could not be downloaded ({reason}); "
+                        + WHAT_TO_PUT.format(d=root)) from None
+
+
+def datasets(root, download=True):
+    """The assignment's (train, test) datasets with PIL transforms."""
+    kind = layout(root)
+    if kind == 'folder':
+        return tuple(torchvision.datasets.ImageFolder(_split_dir(root, split), transform=t, loader=_read_image)
+                     for split, t in (('train', transform_train), ('test', transform_test)))
+    if kind is None and not download:
+        raise DataError(f"no CIFAR-10 in {root}: " + WHAT_TO_PUT.format(d=root))
+    return (_torchvision_cifar(root, True, transform_train, download),
+            _torchvision_cifar(root, False, transform_test, download))
+
+
+def plain_loaders(root, batch_size=100, download=True):
+    """The assignment's loaders: shuffled training set, batch 100, no workers."""
+    train_dataset, test_dataset = datasets(root, download)
+    train_loader = torch.utils.data.DataLoader(dataset=train_dataset, batch_size=batch_size, shuffle=True)
+    test_loader = torch.utils.data.DataLoader(dataset=test_dataset, batch_size=batch_size, shuffle=False)
+    return train_loader, test_loader
+
+
+def decode(root, split, download=True):
+    """All images of a split as (uint8 tensor N x 3 x 32 x 32, int64 labels)."""
+    kind = layout(root)
+    if kind == 'folder':
+        folder = torchvision.datasets.ImageFolder(_split_dir(root, split), loader=_read_image)
+        if not folder.samples:
+            raise DataError(f"{os.path.join(root, split)} holds no images")
+        pixels = np.stack([np.asarray(_read_image(path)) for path, _ in folder.samples])
+        labels = np.array(folder.targets)
+    else:
+        if kind is None and not download:
+            raise DataError(f"no CIFAR-10 in {root}: " + WHAT_TO_PUT.format(d=root))
+        ds = _torchvision_cifar(root, split == 'train', download=download)
+        pixels, labels = ds.data, np.array(ds.targets)
+    images = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
+    return images, torch.from_numpy(labels).long()
+
+
+def random_crop_flip(images, padding=4, generator=None):
+    """RandomCrop(size, padding) with zero fill, then RandomHorizontalFlip, per image of a batch.
+
+    One gather does both: each image gets its own window into the padded batch,
+    read right to left when it is flipped.
+    """
+    n, c, h, w = images.shape
+    padded = F.pad(images, (padding,) * 4)
+    dev = images.device
+    oy = torch.randint(0, 2 * padding + 1, (n, 1), generator=generator).to(dev)
+    ox = torch.randint(0, 2 * padding + 1, (n, 1), generator=generator).to(dev)
+    flip = (torch.rand(n, 1, generator=generator) < 0.5).to(dev)
+    rows = oy + torch.arange(h, device=dev)
+    cols = ox + torch.where(flip, torch.arange(w - 1, -1, -1, device=dev), torch.arange(w, device=dev))
+    return padded[torch.arange(n, device=dev)[:, None, None, None],
+                  torch.arange(c, device=dev)[None, :, None, None],
+                  rows[:, None, :, None], cols[:, None, None, :]]
+
+
+class TensorLoader:
+    """Batches of normalized float images from decoded uint8 tensors.
+
+    Yields (images, labels) on `device` like a DataLoader over the assignment's
+    transforms would. With `world` > 1 each rank reads its own share of every
+    epoch's permutation (DistributedDataParallel).
+    """
+
+    def __init__(self, images, labels, batch_size=100, train=False, device='cpu',
+                 channels_last=False, seed=None, rank=0, world=1):
+        self.images = images.to(device)
+        self.labels = labels.to(device)
+        self.batch_size, self.train, self.device = batch_size, train, torch.device(device)
+        self.channels_last, self.rank, self.world = channels_last, rank, world
+        self.generator = torch.Generator()
+        self.generator.manual_seed(torch.initial_seed() if seed is None else seed)
+        shape = (1, 3, 1, 1)
+        self.mean = torch.tensor(MEAN, device=device).view(shape) * 255
+        self.std = torch.tensor(STD, device=device).view(shape) * 255
+        self.dataset = images  # len(loader.dataset) works as with a DataLoader
+
+    def _order(self):
+        n = len(self.labels)
+        order = torch.randperm(n, generator=self.generator) if self.train else torch.arange(n)
+        return order[self.rank::self.world]
+
+    def __len__(self):
+        return math.ceil(len(range(self.rank, len(self.labels), self.world)) / self.batch_size)
+
+    def __iter__(self):
+        order = self._order().to(self.device)
+        for idx in order.split(self.batch_size):
+            x = self.images[idx]
+            if self.train:
+                x = random_crop_flip(x, generator=self.generator)
+            # ToTensor's /255 and Normalize in one step
+            x = (x.float() - self.mean) / self.std
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, self.labels[idx]

@@ -1,0 +1,144 @@
+"""CIFAR-10 with VGG16 or ResNet50_layer4, as in the course assignment:
+load a pretrained checkpoint, fine-tune one epoch with Adam, save, and test.
+
+    python main.py                    # ResNet50_layer4, as the assignment ships it
+    python main.py --model vgg16      # or edit the "Choose model" lines below
+    python main.py --help             # every setting below, as a flag
+"""
+import time
+
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+import cifar10
+import cli
+import speedups
+from checkpoint_io import load_checkpoint, save_checkpoint
+from resnet50_full import ResNet50_layer4
+from vgg16_full import vgg16
+
+cli.install_friendly_errors()
+
+###########################################################
+# Choose model
+model = ResNet50_layer4()
+PATH = './checkpoints/resnet50_cifar10.ckpt'  # see the README for how it was made
+
+# model = vgg16()
+# PATH = './checkpoints/vgg16_cifar10.ckpt'
+###########################################################
+# Hyper-parameters and settings; each has a flag (python main.py --help)
+num_epochs = 1  # students should train 1 epoch because they will use cpu
+learning_rate = 0.001
+batch_size = 100
+data_dir = './data'  # CIFAR-10 is downloaded here, or put an image folder here
+device = 'auto'      # 'auto' is cuda:0 if there is a GPU, else cpu
+eval_only = False    # True: only test the checkpoint
+out = None           # the fine-tuned checkpoint; None is outputs/<model>_final.ckpt
+seed = None
+plain = False        # True: the assignment's own data pipeline, float32, no speed-ups
+report = None        # a folder for report.md and its figures
+###########################################################
+model_name = cli.apply_overrides(globals())
+device = speedups.pick_device(device)
+if seed is not None:
+    torch.manual_seed(seed)
+
+# CIFAR-10: random crop (padding 4) and horizontal flip for training, batch 100
+if plain:
+    train_loader, test_loader = cifar10.plain_loaders(data_dir, batch_size)
+    autocast = speedups.autocast(torch.device('cpu'))  # float32, nothing else
+    model = model.to(device)
+else:
+    train_loader, test_loader = speedups.loaders(data_dir, batch_size, device, seed)
+    autocast = speedups.autocast(device)
+    model = speedups.prepare(model, device)
+print(f'{model_name} from {PATH} on {device}; {len(train_loader.dataset)} training and '
+      f'{len(test_loader.dataset)} test images from {data_dir}' + (' (plain pipeline)' if plain else ''))
+
+load_checkpoint(model, PATH)
+
+# Loss and optimizer
+criterion = nn.CrossEntropyLoss()
+optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+
+
+# For updating learning rate
+def update_lr(optimizer, lr):
+    for param_group in optimizer.param_groups:
+        param_group['lr'] = lr
+
+
+# Train the model
+total_step = len(train_loader)
+current_lr = learning_rate
+step_losses = []  # kept on the device: reading each loss would wait for the GPU every step
+train_start = time.perf_counter()
+
+for epoch in range(0 if eval_only else num_epochs):
+    model.train()
+    train_loss = 0
+    for batch_index, (images, labels) in enumerate(tqdm(train_loader, desc=f'epoch {epoch + 1}', leave=False, disable=None)):
+        images = images.to(device)
+        labels = labels.to(device)
+
+        # Forward pass
+        with autocast:
+            outputs = model(images)
+            loss = criterion(outputs, labels)
+
+        # Backward and optimize
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+        train_loss += loss.detach()
+        step_losses.append(loss.detach())
+        if (batch_index + 1) % 100 == 0:
+            tqdm.write("Epoch [{}/{}], Step [{}/{}] Loss: {:.4f}"
+                       .format(epoch + 1, num_epochs, batch_index + 1, total_step,
+                               train_loss.item() / (batch_index + 1)))
+
+    # Decay learning rate
+    if (epoch + 1) % 20 == 0:
+        current_lr /= 3
+        update_lr(optimizer, current_lr)
+        save_checkpoint(model.state_dict(), out.replace('_final.ckpt', f'_epoch{epoch + 1}.ckpt'))
+
+# Save the model checkpoint
+if not eval_only:
+    save_checkpoint(model.state_dict(), out)
+    print(f'Saved the fine-tuned model to {out}')
+train_seconds = time.perf_counter() - train_start
+
+# Test the model
+test_start = time.perf_counter()
+model.eval()
+confusion = torch.zeros(10, 10, dtype=torch.long, device=device)  # rows: true class, columns: predicted
+with torch.no_grad():
+    for images, labels in tqdm(test_loader, desc='test', leave=False, disable=None):
+        images = images.to(device)
+        labels = labels.to(device)
+        with autocast:
+            outputs = model(images)
+        _, predicted = torch.max(outputs.data, 1)
+        confusion += torch.bincount(labels * 10 + predicted, minlength=100).view(10, 10)
+confusion = confusion.cpu()
+correct, total = confusion.trace().item(), confusion.sum().item()
+test_seconds = time.perf_counter() - test_start
+
+for name, row in zip(cifar10.CLASSES, confusion):
+    print(f'  {name:>10}: {100 * row[cifar10.CLASSES.index(name)].item() / max(row.sum().item(), 1):5.1f} %')
+accuracy_line = 'Accuracy of the model on the test images: {} %'.format(100 * correct / total)
+print(accuracy_line)
+
+if report:
+    import run_report
+    run_report.write(report, model_name=model_name, checkpoint=PATH, device=device, data_dir=data_dir,
+                     train_images=len(train_loader.dataset), test_images=len(test_loader.dataset),
+                     settings=dict(epochs=0 if eval_only else num_epochs, learning_rate=learning_rate,
+                                   batch_size=batch_size, seed=seed, plain=plain),
+                     step_losses=torch.stack(step_losses).float().cpu().tolist() if step_losses else [],
+                     confusion=confusion.tolist(), train_seconds=train_seconds, test_seconds=test_seconds,
+                     accuracy_line=accuracy_line)
