@@ -1,0 +1,123 @@
+"""Rescale a trained model so that main.py's Adam epoch barely moves it.
+
+Adam moves every weight by about `lr` per step, whatever the size of its
+gradient. Trained convolution weights are ~0.01-0.1, so one epoch at lr 0.001
+(450-500 steps) rewrites them: the course setting cost our checkpoints ten
+points of accuracy. But most weights only matter up to scale:
+
+  * a convolution followed by BatchNorm computes the same function when its
+    weight and bias are multiplied by s and the BatchNorm's running mean by s
+    and running variance by s^2 (training mode normalizes the batch anyway);
+  * a BatchNorm whose output goes through ReLU (and max/avg pooling) into
+    such a convolution can have its affine weight and bias multiplied by s, if
+    that convolution's bias and BatchNorm statistics follow;
+  * VGG's features have no BatchNorm, but ReLU and max-pooling are positively
+    homogeneous and the head's BatchNorm1d absorbs the scale of all of them.
+
+So the same function is stored with large weights, next to which Adam's
+fixed-size steps are small. The state dict keeps the assignment's keys and
+shapes; only the numbers change. `rescale` works in place and returns the model.
+"""
+import torch
+import torch.nn as nn
+
+from resnet50_full import ResNet50_layer4
+from vgg16_full import VGG
+
+
+def _scale_into_bn(bn, s):
+    """The input of `bn` is now s times larger: scale its running statistics to match, exactly."""
+    bn.running_mean.mul_(s)
+    bn.running_var.add_(bn.eps).mul_(s * s).sub_(bn.eps)
+
+
+def _scale_conv(pair, s):
+    conv, bn = pair[0], pair[1]
+    conv.weight.mul_(s)
+    conv.bias.mul_(s)
+    _scale_into_bn(bn, s)
+
+
+def _scale_bn_outputs(pairs, s, consumers):
+    """Multiply the (summed) output of the pairs' BatchNorms by s; each consumer (conv, bn) absorbs it."""
+    for pair in pairs:
+        pair[1].weight.mul_(s)
+        pair[1].bias.mul_(s)
+    for c in consumers:
+        c[0].bias.mul_(s)
+        _scale_into_bn(c[1], s)
+
+
+def _shortcut(block):
+    return block.downsize if block.downsample else block.make_equal_channel
+
+
+@torch.no_grad()
+def rescale_resnet(model, conv_scale=1024.0, bn_scale=128.0):
+    # powers of two: the multiplications are exact in floating point
+    blocks = [b for stage in (model.layer2, model.layer3, model.layer4) for b in stage]
+    producers = [([model.layer1[:2]], [blocks[0].layer[0], _shortcut(blocks[0])])]
+    for block, nxt in zip(blocks, blocks[1:] + [None]):
+        producers += [([block.layer[0]], [block.layer[1]]), ([block.layer[1]], [block.layer[2]])]
+        if nxt is not None:  # the last block feeds the classifier, which is not scale-free
+            producers.append(([block.layer[2], _shortcut(block)], [nxt.layer[0], _shortcut(nxt)]))
+    for pairs, consumers in producers:
+        _scale_bn_outputs(pairs, bn_scale, consumers)
+    for pair in [model.layer1[:2]] + [p for b in blocks for p in (*b.layer, _shortcut(b))]:
+        _scale_conv(pair, conv_scale)
+    return model
+
+
+@torch.no_grad()
+def rescale_vgg(model, conv_scale=8.0, linear_scale=8.0):
+    # Each conv's output is conv_scale times the last one's, so the scales
+    # multiply: 8 per layer puts the head's input at 8^13 ~ 5e11, far inside
+    # float32 and bfloat16 range (never float16).
+    total = 1.0
+    for m in model.features:
+        if isinstance(m, nn.Conv2d):
+            total *= conv_scale
+            m.weight.mul_(conv_scale)
+            m.bias.mul_(total)
+    linear, bn = model.classifier[1], model.classifier[2]
+    total *= linear_scale
+    linear.weight.mul_(linear_scale)
+    linear.bias.mul_(total)
+    _scale_into_bn(bn, total)
+    return model
+
+
+def rescale(model):
+    if isinstance(model, ResNet50_layer4):
+        return rescale_resnet(model)
+    if isinstance(model, VGG):
+        return rescale_vgg(model)
+    raise TypeError(f'no rescaling for {type(model).__name__}')
+
+
+def compact(state_dict):
+    """Half-precision weights where they fit (about half the file), BatchNorm statistics in float32."""
+    out = {}
+    for k, v in state_dict.items():
+        small = v.is_floating_point() and 'running_' not in k and v.abs().max() < 30000
+        out[k] = v.half() if small else v
+    return out
+
+
+if __name__ == '__main__':
+    # python rescale.py RAW.ckpt OUT.ckpt: what train.py does before saving, for a checkpoint trained with --no-rescale
+    import sys
+
+    import cli
+    from checkpoint_io import load_checkpoint, read_state_dict, save_checkpoint
+    from models import MODELS, state_shapes
+
+    cli.install_friendly_errors()
+    if len(sys.argv) != 3:
+        sys.exit('usage: python rescale.py RAW.ckpt OUT.ckpt')
+    keys = read_state_dict(sys.argv[1]).keys()
+    name = next(n for n in MODELS if state_shapes(n).keys() == keys)
+    model = MODELS[name]()
+    load_checkpoint(model, sys.argv[1])
+    save_checkpoint(compact(rescale(model).state_dict()), sys.argv[2])
+    print(f'{sys.argv[2]}: {name} rescaled for fine-tuning, half-precision weights')
