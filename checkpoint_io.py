@@ -114,12 +114,15 @@ def save_checkpoint(state_dict, path):
     if shipped_sum(path) is not None:
         raise CheckpointError(f"will not overwrite the shipped checkpoint {path}; choose another --out")
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
+    tmp = None
     try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
         with os.fdopen(fd, 'wb') as f:
             torch.save(state_dict, f)
         os.replace(tmp, path)
+    except OSError as e:
+        raise CheckpointError(f"cannot write {path} ({e.strerror or e}); choose another --out") from None
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)

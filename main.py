@@ -5,6 +5,8 @@ load a pretrained checkpoint, fine-tune one epoch with Adam, save, and test.
     python main.py --model vgg16      # or edit the "Choose model" lines below
     python main.py --help             # every setting below, as a flag
 """
+import contextlib
+import os
 import time
 
 import torch
@@ -44,11 +46,12 @@ model_name = cli.apply_overrides(globals())
 device = speedups.pick_device(device)
 if seed is not None:
     torch.manual_seed(seed)
+load_checkpoint(model, PATH)  # before the data, so that a wrong path fails at once
 
 # CIFAR-10: random crop (padding 4) and horizontal flip for training, batch 100
 if plain:
     train_loader, test_loader = cifar10.plain_loaders(data_dir, batch_size)
-    autocast = speedups.autocast(torch.device('cpu'))  # float32, nothing else
+    autocast = contextlib.nullcontext()  # float32 throughout
     model = model.to(device)
 else:
     train_loader, test_loader = speedups.loaders(data_dir, batch_size, device, seed)
@@ -56,8 +59,6 @@ else:
     model = speedups.prepare(model, device)
 print(f'{model_name} from {PATH} on {device}; {len(train_loader.dataset)} training and '
       f'{len(test_loader.dataset)} test images from {data_dir}' + (' (plain pipeline)' if plain else ''))
-
-load_checkpoint(model, PATH)
 
 # Loss and optimizer
 criterion = nn.CrossEntropyLoss()
@@ -104,7 +105,7 @@ for epoch in range(0 if eval_only else num_epochs):
     if (epoch + 1) % 20 == 0:
         current_lr /= 3
         update_lr(optimizer, current_lr)
-        save_checkpoint(model.state_dict(), out.replace('_final.ckpt', f'_epoch{epoch + 1}.ckpt'))
+        save_checkpoint(model.state_dict(), os.path.splitext(out)[0] + f'_epoch{epoch + 1}.ckpt')
 
 # Save the model checkpoint
 if not eval_only:
@@ -128,8 +129,8 @@ confusion = confusion.cpu()
 correct, total = confusion.trace().item(), confusion.sum().item()
 test_seconds = time.perf_counter() - test_start
 
-for name, row in zip(cifar10.CLASSES, confusion):
-    print(f'  {name:>10}: {100 * row[cifar10.CLASSES.index(name)].item() / max(row.sum().item(), 1):5.1f} %')
+for i, name in enumerate(cifar10.CLASSES):
+    print(f'  {name:>10}: {100 * confusion[i, i].item() / max(confusion[i].sum().item(), 1):5.1f} %')
 accuracy_line = 'Accuracy of the model on the test images: {} %'.format(100 * correct / total)
 print(accuracy_line)
 

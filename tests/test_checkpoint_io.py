@@ -118,3 +118,10 @@ def test_failed_save_leaves_the_old_file_whole(tmp_path):
         save_checkpoint({'x': Payload(str(tmp_path / 'm'))} | {'bad': lambda: 0}, str(path))
     assert path.read_bytes() == b'old run'
     assert os.listdir(tmp_path) == ['out.ckpt']
+
+
+def test_unwritable_output_is_a_clear_error(tmp_path):
+    (tmp_path / 'taken').mkdir()
+    with pytest.raises(CheckpointError, match='cannot write .*taken.*choose another --out'):
+        save_checkpoint({'w': torch.zeros(1)}, str(tmp_path / 'taken'))
+    assert os.listdir(tmp_path) == ['taken'] and not os.listdir(tmp_path / 'taken')

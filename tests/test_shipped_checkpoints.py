@@ -1,0 +1,36 @@
+"""The checkpoints in checkpoints/ are what SHA256SUMS says, and load as the assignment loads them."""
+import hashlib
+import os
+
+import pytest
+import torch
+
+from conftest import ROOT
+from models import MODELS, PRETRAINED
+
+SUMS = os.path.join(ROOT, 'checkpoints', 'SHA256SUMS')
+
+
+def shipped():
+    with open(SUMS) as f:
+        return [line.split() for line in f if line.strip()]
+
+
+def test_every_listed_checkpoint_matches_its_sha256():
+    rows = shipped()
+    assert rows, 'SHA256SUMS lists no checkpoint'
+    for digest, name in rows:
+        with open(os.path.join(ROOT, 'checkpoints', name), 'rb') as f:
+            assert hashlib.sha256(f.read()).hexdigest() == digest, name
+
+
+@pytest.mark.parametrize('model', sorted(MODELS))
+def test_shipped_checkpoint_loads_strictly_with_the_assignments_lines(model):
+    name = os.path.basename(PRETRAINED[model])
+    if name not in [n for _, n in shipped()]:
+        pytest.skip(f'no {name} shipped yet (see README)')
+    net = MODELS[model]()
+    checkpoint = torch.load(os.path.join(ROOT, PRETRAINED[model]))
+    net.load_state_dict(checkpoint)  # strict, as in the assignment
+    assert all(v.dtype == torch.float32 for k, v in checkpoint.items() if 'running_' in k)
+    assert all(torch.isfinite(p).all() for p in net.state_dict().values() if p.is_floating_point())
