@@ -11,7 +11,7 @@ class UsageError(Exception):
     """A setting that cannot work here; the message says what to do."""
 
 
-def _positive_int(text):
+def positive_int(text):
     try:
         value = int(text)
     except ValueError:
@@ -21,7 +21,7 @@ def _positive_int(text):
     return value
 
 
-def _positive_float(text):
+def positive_float(text):
     try:
         value = float(text)
     except ValueError:
@@ -31,13 +31,13 @@ def _positive_float(text):
     return value
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     def error(self, message):  # one line instead of the whole usage text
         self.exit(2, f'error: {message} (see python main.py --help)\n')
 
 
 def parser(defaults):
-    p = _Parser(
+    p = Parser(
         prog='main.py',
         description='Fine-tune a pretrained VGG16 or ResNet50_layer4 on CIFAR-10 for one epoch '
                     '(Adam, lr 0.001, batch 100) and print its test accuracy. '
@@ -49,11 +49,11 @@ def parser(defaults):
     p.add_argument('--data', metavar='DIR', default=defaults['data_dir'],
                    help="torchvision's CIFAR-10 root (downloaded there if missing) or an image folder "
                         "DIR/train/<class>/, DIR/test/<class>/ (default: %(default)s)")
-    p.add_argument('--epochs', type=_positive_int, metavar='N', default=defaults['num_epochs'],
+    p.add_argument('--epochs', type=positive_int, metavar='N', default=defaults['num_epochs'],
                    help='fine-tuning epochs (default: %(default)s)')
-    p.add_argument('--lr', type=_positive_float, metavar='LR', default=defaults['learning_rate'],
+    p.add_argument('--lr', type=positive_float, metavar='LR', default=defaults['learning_rate'],
                    help="Adam's learning rate (default: %(default)s)")
-    p.add_argument('--batch-size', type=_positive_int, metavar='N', default=defaults['batch_size'],
+    p.add_argument('--batch-size', type=positive_int, metavar='N', default=defaults['batch_size'],
                    help='images per step (default: %(default)s)')
     p.add_argument('--device', choices=['auto', 'cpu', 'cuda'], default=defaults['device'],
                    help='auto: cuda:0 if available, else cpu (default: %(default)s)')

@@ -31,13 +31,13 @@ from rescale import compact, rescale
 
 
 def parse():
-    p = cli._Parser(prog='train.py', description=__doc__.splitlines()[0])
+    p = cli.Parser(prog='train.py', description=__doc__.splitlines()[0])
     p.add_argument('--model', choices=sorted(MODELS), required=True)
     p.add_argument('--data', metavar='DIR', default='./data', help='CIFAR-10 root or image folder')
-    p.add_argument('--epochs', type=cli._positive_int, default=30)
+    p.add_argument('--epochs', type=cli.positive_int, default=30)
     p.add_argument('--out', metavar='PATH', required=True)
-    p.add_argument('--batch-size', type=cli._positive_int, default=256, help='per process')
-    p.add_argument('--lr', type=cli._positive_float, default=0.1, help='peak of the one-cycle schedule')
+    p.add_argument('--batch-size', type=cli.positive_int, default=256, help='per process')
+    p.add_argument('--lr', type=cli.positive_float, default=0.1, help='peak of the one-cycle schedule')
     p.add_argument('--momentum', type=float, default=0.9)
     p.add_argument('--weight-decay', type=float, default=5e-4)
     p.add_argument('--label-smoothing', type=float, default=0.0)
