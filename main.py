@@ -13,14 +13,12 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-import cifar10
-import cli
-import speedups
-from checkpoint_io import load_checkpoint, save_checkpoint
+from helpers import data, devices, fast_path, flags
+from helpers.checkpoints import load_checkpoint, save_checkpoint
 from resnet50_full import ResNet50_layer4
 from vgg16_full import vgg16
 
-cli.install_friendly_errors()
+flags.install_friendly_errors()
 
 ###########################################################
 # Choose model
@@ -35,29 +33,35 @@ num_epochs = 1  # students should train 1 epoch because they will use cpu
 learning_rate = 0.001
 batch_size = 100
 data_dir = './data'  # CIFAR-10 is downloaded here, or put an image folder here
-device = 'auto'      # 'auto' is cuda:0 if there is a GPU, else cpu
+device = 'auto'      # 'auto' is cuda:0 if there is a GPU, else cpu; or 'cpu', 'cuda', 'cuda:1'...
 eval_only = False    # True: only test the checkpoint
 out = None           # the fine-tuned checkpoint; None is outputs/<model>_final.ckpt
 seed = None
 plain = False        # True: the assignment's own data pipeline, float32, no speed-ups
 report = None        # a folder for report.md and its figures
 ###########################################################
-model_name = cli.apply_overrides(globals())
-device = speedups.pick_device(device)
+model_name = flags.apply_overrides(globals())
+device = devices.pick_device(device)
 if seed is not None:
     torch.manual_seed(seed)
-load_checkpoint(model, PATH)  # before the data, so that a wrong path fails at once
+# before the data, so that a wrong path fails at once; a network of your own may start from scratch
+if flags.own_network(model) and not os.path.exists(PATH):
+    print(f'note: no checkpoint at {PATH}, so {model_name} starts from random weights')
+    PATH = None
+else:
+    load_checkpoint(model, PATH)
 
 # CIFAR-10: random crop (padding 4) and horizontal flip for training, batch 100
 if plain:
-    train_loader, test_loader = cifar10.plain_loaders(data_dir, batch_size)
+    train_loader, test_loader = data.plain_loaders(data_dir, batch_size)
     autocast = contextlib.nullcontext()  # float32 throughout
     model = model.to(device)
 else:
-    train_loader, test_loader = speedups.loaders(data_dir, batch_size, device, seed)
-    autocast = speedups.autocast(device)
-    model = speedups.prepare(model, device)
-print(f'{model_name} from {PATH} on {device}; {len(train_loader.dataset)} training and '
+    train_loader, test_loader = data.tensor_loaders(data_dir, batch_size, device, seed, train=not eval_only)
+    autocast = devices.autocast(device)
+    model = fast_path.prepare(model, device)
+train_images = 0 if eval_only else len(train_loader.dataset)
+print(f'{model_name} from {PATH or "random weights"} on {device}; {train_images} training and '
       f'{len(test_loader.dataset)} test images from {data_dir}' + (' (plain pipeline)' if plain else ''))
 
 # Loss and optimizer
@@ -72,7 +76,7 @@ def update_lr(optimizer, lr):
 
 
 # Train the model
-total_step = len(train_loader)
+total_step = 0 if eval_only else len(train_loader)
 current_lr = learning_rate
 step_losses = []  # kept on the device: reading each loss would wait for the GPU every step
 train_start = time.perf_counter()
@@ -97,9 +101,11 @@ for epoch in range(0 if eval_only else num_epochs):
         train_loss += loss.detach()
         step_losses.append(loss.detach())
         if (batch_index + 1) % 100 == 0:
+            flags.stop_if_diverged(step_losses, current_lr)
             tqdm.write("Epoch [{}/{}], Step [{}/{}] Loss: {:.4f}"
                        .format(epoch + 1, num_epochs, batch_index + 1, total_step,
                                train_loss.item() / (batch_index + 1)))
+    flags.stop_if_diverged(step_losses, current_lr)  # before anything is saved
 
     # Decay learning rate
     if (epoch + 1) % 20 == 0:
@@ -117,6 +123,9 @@ train_seconds = time.perf_counter() - train_start
 test_start = time.perf_counter()
 model.eval()
 confusion = torch.zeros(10, 10, dtype=torch.long, device=device)  # rows: true class, columns: predicted
+if report:
+    from helpers.report import Gallery
+    gallery = Gallery()  # keeps the few test images the report shows, as they go by
 with torch.no_grad():
     for images, labels in tqdm(test_loader, desc='test', leave=False, disable=None):
         images = images.to(device)
@@ -125,19 +134,21 @@ with torch.no_grad():
             outputs = model(images)
         _, predicted = torch.max(outputs.data, 1)
         confusion += torch.bincount(labels * 10 + predicted, minlength=100).view(10, 10)
+        if report:
+            gallery.add(images, labels, outputs)
 confusion = confusion.cpu()
 correct, total = confusion.trace().item(), confusion.sum().item()
 test_seconds = time.perf_counter() - test_start
 
-for i, name in enumerate(cifar10.CLASSES):
+for i, name in enumerate(data.CLASSES):
     print(f'  {name:>10}: {100 * confusion[i, i].item() / max(confusion[i].sum().item(), 1):5.1f} %')
 accuracy_line = 'Accuracy of the model on the test images: {} %'.format(100 * correct / total)
 print(accuracy_line)
 
 if report:
-    import run_report
+    from helpers import report as run_report
     run_report.write(report, model_name=model_name, checkpoint=PATH, device=device, data_dir=data_dir,
-                     train_images=len(train_loader.dataset), test_images=len(test_loader.dataset),
+                     train_images=train_images, test_images=len(test_loader.dataset), gallery=gallery,
                      settings=dict(epochs=0 if eval_only else num_epochs, learning_rate=learning_rate,
                                    batch_size=batch_size, seed=seed, plain=plain),
                      step_losses=torch.stack(step_losses).float().cpu().tolist() if step_losses else [],

@@ -1,19 +1,32 @@
 """Train VGG16 or ResNet50_layer4 on CIFAR-10 from scratch and write a
 checkpoint that main.py loads (the assignment's plain state dict).
 
-    python train.py --model resnet50 --data DIR --epochs 30 --out checkpoints/resnet50_cifar10.ckpt
+    python train.py --model resnet50 --data DIR --epochs 50 --out outputs/resnet50.ckpt
+    python train.py --resume outputs/resnet50.ckpt.state       # after an interruption
+    python -m tools.ship_checkpoint outputs/resnet50.ckpt      # make it the shipped one
     torchrun --standalone --nproc_per_node 2 train.py --model resnet50 --data DIR --epochs 1 --out PATH
 
 The recipe: SGD with Nesterov momentum, a one-cycle learning rate, weight
-decay 5e-4, the assignment's crop and flip. On a GPU the data is decoded once
-and kept there, augmented there, and the model runs in bf16 autocast with
-channels_last. Under torchrun it runs DistributedDataParallel (nccl on GPUs,
-gloo on CPUs), each process on its share of every epoch.
+decay 5e-4, the assignment's crop and flip. `--holdout N` keeps N training
+images (the same ones every time) out of training and validates on them, so
+the test split is never looked at; `--holdout 0` validates on the test split.
+VGG16 can train with BatchNorm after every convolution (`--batch-norm`),
+folded into the convolutions before saving: what is saved is the
+assignment's BN-free VGG16, computing the same function.
 
-Before saving, the model is rescaled (rescale.py) so that main.py's one Adam
-epoch does not undo the training, and stored with half-precision weights.
+The whole training state is written after every epoch (float32 weights,
+optimizer, schedule, random generators, the per-epoch log); `--resume STATE`
+continues the same run, so an interrupted run loses at most one epoch. bf16
+autocast runs where the hardware has it natively (GPUs; CPUs with AVX512-BF16
+or AMX); elsewhere training stays float32. Under torchrun it runs
+DistributedDataParallel (nccl on GPUs, gloo on CPUs).
+
+Before saving, the weights are scaled up (helpers/weight_scaling.py) so that
+main.py's one Adam epoch does not undo the training, and stored in half
+precision.
 """
-import argparse
+import contextlib
+import json
 import os
 import time
 
@@ -22,30 +35,53 @@ import torch.distributed as dist
 import torch.nn as nn
 from tqdm import tqdm
 
-import cifar10
-import cli
-import speedups
-from checkpoint_io import save_checkpoint
-from models import MODELS
-from rescale import compact, rescale
+from helpers import data, devices, fast_path, flags
+from helpers.checkpoints import read_training_state, save_checkpoint
+from helpers.model_table import MODELS, TITLES
+from helpers.weight_scaling import compact, fold_batchnorm, scale_for_adam
+from vgg16_full import VGG, cfg, make_layers
 
 
-def parse():
-    p = cli.Parser(prog='train.py', description=__doc__.splitlines()[0])
-    p.add_argument('--model', choices=sorted(MODELS), required=True)
+def parse(argv=None):
+    p = flags.Parser(prog='train.py', description=__doc__.splitlines()[0])
+    p.add_model_flag()
     p.add_argument('--data', metavar='DIR', default='./data', help='CIFAR-10 root or image folder')
-    p.add_argument('--epochs', type=cli.positive_int, default=30)
-    p.add_argument('--out', metavar='PATH', required=True)
-    p.add_argument('--batch-size', type=cli.positive_int, default=256, help='per process')
-    p.add_argument('--lr', type=cli.positive_float, default=0.1, help='peak of the one-cycle schedule')
+    p.add_argument('--epochs', type=flags.positive_int, default=30)
+    p.add_argument('--out', metavar='PATH')
+    p.add_argument('--batch-size', type=flags.positive_int, default=128, help='per process')
+    p.add_argument('--lr', type=flags.positive_float, default=0.1, help='peak of the one-cycle schedule')
     p.add_argument('--momentum', type=float, default=0.9)
     p.add_argument('--weight-decay', type=float, default=5e-4)
     p.add_argument('--label-smoothing', type=float, default=0.0)
-    p.add_argument('--device', choices=['auto', 'cpu', 'cuda'], default='auto')
+    p.add_argument('--batch-norm', action='store_true',
+                   help='VGG16: train with BatchNorm after each convolution, folded away before saving')
+    p.add_argument('--holdout', type=flags.nonnegative_int, default=5000,
+                   help='validate on this many training images kept out of training (0: the test split)')
+    p.add_argument('--bf16', choices=['auto', 'off'], default='auto',
+                   help='auto: bf16 autocast where the hardware runs it natively')
+    p.add_device_flag()
     p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--state', metavar='PATH', help='resumable training state (default: OUT.state)')
+    p.add_argument('--resume', metavar='STATE', help='continue the run whose state this is')
+    p.add_argument('--stop-after', type=flags.positive_int, metavar='N',
+                   help='stop after N epochs of this invocation (the state is saved; --resume goes on)')
     p.add_argument('--no-rescale', action='store_true', help='save the weights as trained')
     p.add_argument('--full-precision', action='store_true', help='save float32 weights (twice the size)')
-    return p.parse_args()
+    args = p.parse_args(argv)
+    if args.resume:
+        return args
+    if args.model is None or args.out is None:
+        p.error('--model and --out are required (or --resume STATE)')
+    if args.batch_norm and args.model != 'vgg16':
+        p.error('--batch-norm is for --model vgg16 (ResNet50_layer4 has BatchNorm already)')
+    args.state = args.state or args.out + '.state'
+    return args
+
+
+def build(args):
+    if args.batch_norm:
+        return VGG(make_layers(cfg['D'], batch_norm=True))
+    return MODELS[args.model]()
 
 
 @torch.no_grad()
@@ -61,36 +97,61 @@ def evaluate(model, loader, autocast):
 
 def main():
     args = parse()
+    state = None
+    if args.resume:
+        state = read_training_state(args.resume)
+        args.__dict__.update(state['args'], state=args.resume, resume=args.resume, stop_after=args.stop_after)
     world = int(os.environ.get('WORLD_SIZE', 1))
     rank = int(os.environ.get('RANK', 0))
-    device = speedups.pick_device(args.device)
+    device = devices.pick_device(args.device)
     if world > 1:
         if device.type == 'cuda':
-            device = torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0)))
+            local = int(os.environ.get('LOCAL_RANK', 0))
+            if torch.cuda.device_count() <= local:
+                raise flags.UsageError(f'{world} processes need {world} GPUs on this machine, but PyTorch sees '
+                                       f'{torch.cuda.device_count()}: use --nproc_per_node '
+                                       f'{torch.cuda.device_count()}, or --device cpu')
+            device = torch.device('cuda', local)
             torch.cuda.set_device(device)
         dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
     main_process = rank == 0
     log = print if main_process else (lambda *a, **k: None)
-    log(f'train.py: {args.model}, world size {world}, device {device}, data {args.data}')
+    autocast = devices.autocast(device, cpu_bf16=args.bf16 == 'auto')
+    log(f'train.py: {TITLES[args.model]}{" with BatchNorm" if args.batch_norm else ""}, world size {world}, '
+        f'device {device}, {devices.precision(autocast, device)}, data {args.data}'
+        + (f', resuming {args.resume} after epoch {state["epoch"]}' if state else ''))
     torch.manual_seed(args.seed)
 
-    train_loader = cifar10.TensorLoader(*cifar10.decode(args.data, 'train'), args.batch_size, train=True,
-                                        device=device, channels_last=True, seed=args.seed, rank=rank, world=world)
-    test_loader = cifar10.TensorLoader(*cifar10.decode(args.data, 'test'), 500, device=device, channels_last=True)
-    model = speedups.prepare(MODELS[args.model](), device)
+    train_loader, val_loader = data.tensor_loaders(args.data, args.batch_size, device, args.seed,
+                                                   holdout=args.holdout, test_batch_size=500, rank=rank, world=world)
+    log(f'{len(train_loader.labels)} training images, {len(val_loader.labels)} validation images '
+        + ('(held out of the training split)' if args.holdout else '(the test split)'))
+    model = fast_path.prepare(build(args), device)
     net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    autocast = speedups.autocast(device)
 
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum, nesterov=True,
                                 weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, epochs=args.epochs,
                                                     steps_per_epoch=len(train_loader), pct_start=0.25)
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
-    start = time.perf_counter()
-    for epoch in range(args.epochs):
+    history, first = [], 0
+    if state:
+        model.load_state_dict(state['model'])
+        optimizer.load_state_dict(state['optimizer'])
+        scheduler.load_state_dict(state['scheduler'])
+        torch.set_rng_state(state['rng'])
+        train_loader.generator.set_state(state['loader_rng'])
+        if device.type == 'cuda' and 'cuda_rng' in state:
+            torch.cuda.set_rng_state(state['cuda_rng'], device)
+        history, first = state['history'], state['epoch']
+
+    for epoch in range(first, args.epochs):
+        start = time.perf_counter()
         net.train()
         total_loss = torch.zeros((), device=device)
-        bar = tqdm(train_loader, desc=f'epoch {epoch + 1}/{args.epochs}', leave=False, disable=not main_process)
+        lr = scheduler.get_last_lr()[0]
+        bar = tqdm(train_loader, desc=f'epoch {epoch + 1}/{args.epochs}', leave=False,
+                   disable=None if main_process else True)  # None: no bar when the output is a log file
         for images, labels in bar:
             with autocast:
                 loss = criterion(net(images), labels)
@@ -99,24 +160,57 @@ def main():
             optimizer.step()
             scheduler.step()
             total_loss += loss.detach()
-        accuracy = evaluate(model, test_loader, autocast)
-        log(f'epoch {epoch + 1}/{args.epochs}: loss {total_loss.item() / len(train_loader):.4f}, '
-            f'validation accuracy {accuracy:.2f} %, {time.perf_counter() - start:.0f} s')
-
-    if main_process:
-        model = model.float().to(memory_format=torch.contiguous_format)
-        if not args.no_rescale:
-            rescale(model)
-        state = model.state_dict() if args.full_precision else compact(model.state_dict())
-        # what is saved is what is measured: reload the stored numbers before testing
-        model.load_state_dict(state)
-        log(f'saved model: validation accuracy {evaluate(model, test_loader, autocast):.2f} %')
-        save_checkpoint({k: v.cpu() for k, v in state.items()}, args.out)
-        log(f'wrote {args.out}')
+        accuracy = evaluate(model, val_loader, autocast)
+        seconds = time.perf_counter() - start
+        history.append(dict(epoch=epoch + 1, train_loss=total_loss.item() / len(train_loader),
+                            val_accuracy=accuracy, lr=lr, seconds=seconds))
+        log(f'epoch {epoch + 1}/{args.epochs}: loss {history[-1]["train_loss"]:.4f}, '
+            f'validation accuracy {accuracy:.2f} %, {seconds:.0f} s')
+        if main_process:
+            save_checkpoint(dict(args=vars(args), epoch=epoch + 1, history=history,
+                                 model=model.state_dict(),
+                                 optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                                 rng=torch.get_rng_state(), loader_rng=train_loader.generator.get_state(),
+                                 **({'cuda_rng': torch.cuda.get_rng_state(device)} if device.type == 'cuda' else {})),
+                            args.state)
+            save_history(history, args.state)
+        if args.stop_after and epoch + 1 - first >= args.stop_after and epoch + 1 < args.epochs:
+            log(f'stopped after epoch {epoch + 1} of {args.epochs} (--stop-after); go on with: '
+                f'python train.py --resume {args.state}')
+            break
+    else:
+        if main_process:
+            finish(args, model, val_loader, device, log)
     if world > 1:
         dist.destroy_process_group()
 
 
+def finish(args, model, val_loader, device, log):
+    """The trained model as the assignment's plain state dict, scaled for the Adam epoch, tested, saved."""
+    model = model.float().to(memory_format=torch.contiguous_format).cpu()
+    if args.batch_norm:
+        model = fold_batchnorm(model)
+    if not args.no_rescale:
+        scale_for_adam(model)
+    state = model.state_dict() if args.full_precision else compact(model.state_dict())
+    # what is saved is what is measured: reload the stored numbers, test in float32 like main.py
+    model = fast_path.prepare(MODELS[args.model](), device)
+    model.load_state_dict(state)
+    accuracy = evaluate(model, val_loader, contextlib.nullcontext())
+    log(f'saved model: validation accuracy {accuracy:.2f} % (float32)')
+    save_checkpoint(state, args.out)
+    log(f'wrote {args.out}')
+
+
+def save_history(history, state_path):
+    """The per-epoch log beside the state, as JSON, for plotting."""
+    path = state_path + '.json'
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(history, f, indent=1)
+    os.replace(tmp, path)
+
+
 if __name__ == '__main__':
-    cli.install_friendly_errors()
+    flags.install_friendly_errors()
     main()

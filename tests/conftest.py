@@ -13,8 +13,8 @@ from PIL import Image
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from cifar10 import CLASSES  # noqa: E402
-from models import MODELS  # noqa: E402
+from helpers.data import CLASSES  # noqa: E402
+from helpers.model_table import MODELS  # noqa: E402
 
 
 def make_image_folder(root, train_per_class=30, test_per_class=10, seed=0):
@@ -70,8 +70,8 @@ def checkpoints(tmp_path_factory):
     return paths
 
 
-def run_main(*args, cwd=ROOT, timeout=300, script='main.py'):
+def run_main(*args, cwd=ROOT, timeout=300, script='main.py', env=None):
     """main.py (or another script of the repo) in a subprocess, as a user runs it."""
-    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='2')
+    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='2', **(env or {}))
     return subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, args)], cwd=cwd,
                           capture_output=True, text=True, timeout=timeout, env=env)

@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-import cifar10
-from cifar10 import CLASSES, DataError, TensorLoader, decode, random_crop_flip
+from helpers import data
+from helpers.data import CLASSES, DataError, TensorLoader, decode, random_crop_flip
 
 
 def test_crop_flip_is_a_window_of_the_zero_padded_image_and_covers_every_offset():
@@ -41,7 +41,7 @@ def test_test_batches_equal_torchvisions_transform(image_folder):
     assert labels.tolist() == sorted(labels.tolist()) and set(labels.tolist()) == set(range(10))
     x, y = next(iter(TensorLoader(images, labels, batch_size=100)))
     path = os.path.join(image_folder, 'test', CLASSES[int(y[7])], '0007.png')
-    expected = cifar10.transform_test(Image.open(path).convert('RGB'))
+    expected = data.transform_test(Image.open(path).convert('RGB'))
     assert torch.allclose(x[7], expected, atol=1e-5)
 
 
@@ -60,7 +60,7 @@ def test_train_loader_shuffles_each_epoch_and_sees_every_image_once():
 def test_torchvision_layout_decodes(torchvision_root):
     images, labels = decode(torchvision_root, 'train')
     assert images.shape == (200, 3, 32, 32) and labels.shape == (200,)
-    train, test = cifar10.datasets(torchvision_root, download=False)
+    train, test = data.datasets(torchvision_root, download=False)
     assert len(train) == 200 and len(test) == 50 and train[0][0].shape == (3, 32, 32)
 
 
@@ -71,7 +71,7 @@ def test_class_folders_must_be_cifar10s(tmp_path):
     with pytest.raises(DataError, match='missing: truck; not CIFAR-10: cats'):
         decode(str(tmp_path), 'train')
     with pytest.raises(DataError, match='missing: truck'):
-        cifar10.datasets(str(tmp_path))
+        data.datasets(str(tmp_path))
 
 
 def test_unreadable_or_wrong_size_image_is_named(tmp_path):
@@ -90,3 +90,62 @@ def test_unreadable_or_wrong_size_image_is_named(tmp_path):
 def test_empty_directory_without_network_says_what_to_put_there(tmp_path):
     with pytest.raises(DataError, match='cifar-10-python.tar.gz.*image folder'):
         decode(str(tmp_path), 'train', download=False)
+
+
+def test_every_rank_takes_the_same_number_of_steps():
+    # 251 images over 2 ranks at batch 50: uneven shares would give one rank 126 images (3 batches)
+    # and the other 125 (3 batches, but a different last size) - and at batch 25, 6 against 5 batches
+    images = torch.zeros(251, 3, 32, 32, dtype=torch.uint8)
+    labels = torch.arange(251)
+    for batch in (25, 50):
+        shards = [TensorLoader(images, labels, batch, train=True, seed=0, rank=r, world=2) for r in range(2)]
+        sizes = [[len(y) for _, y in s] for s in shards]
+        assert sizes[0] == sizes[1] and len(shards[0]) == len(sizes[0]) == len(shards[1])
+        seen = torch.cat([y for s in shards for _, y in s])
+        assert len(set(seen.tolist())) == len(seen) == 250  # one image sits out, none twice
+
+
+def test_a_last_training_batch_of_one_image_is_dropped():
+    images = torch.zeros(201, 3, 32, 32, dtype=torch.uint8)
+    labels = torch.arange(201)
+    train = TensorLoader(images, labels, 100, train=True, seed=0)
+    assert len(train) == 2 and [len(y) for _, y in train] == [100, 100]
+    test = TensorLoader(images, labels, 100)
+    assert [len(y) for _, y in test] == [100, 100, 1]  # every test image still counts
+
+
+def test_held_out_images_are_the_same_every_time_and_never_trained_on():
+    images = torch.arange(250, dtype=torch.uint8).view(250, 1, 1, 1).expand(250, 3, 32, 32).contiguous()
+    labels = torch.arange(250)
+    (train_x, train_y), (val_x, val_y) = data.hold_out(images, labels, 50)
+    assert len(val_y) == 50 and len(train_y) == 200
+    assert not set(train_y.tolist()) & set(val_y.tolist())
+    assert torch.equal(data.hold_out(images, labels, 50)[1][1], val_y)
+    assert torch.equal(val_x[:, 0, 0, 0].long(), val_y)  # images stay with their labels
+    with pytest.raises(DataError, match='leaves none to train on'):
+        data.hold_out(images, labels, 250)
+
+
+def test_an_empty_class_folder_is_one_clear_error(tmp_path):
+    for c in CLASSES:
+        os.makedirs(tmp_path / 'train' / c)
+        if c != 'frog':
+            Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / 'train' / c / 'a.png')
+    with pytest.raises(DataError, match=r'class folder\(s\) frog hold no images'):
+        decode(str(tmp_path), 'train')
+    with pytest.raises(DataError, match=r'class folder\(s\) frog hold no images'):
+        data.datasets(str(tmp_path))
+
+
+def test_a_missing_or_damaged_batch_file_is_named(torchvision_root, tmp_path):
+    import shutil
+    root = tmp_path / 'tv'
+    shutil.copytree(torchvision_root, root)
+    batch = root / 'cifar-10-batches-py' / 'data_batch_3'
+    batch.write_bytes(batch.read_bytes()[:100])
+    with pytest.raises(DataError, match=r'data_batch_3 is damaged.*delete .*cifar-10-batches-py'):
+        decode(str(root), 'train')
+    batch.unlink()
+    with pytest.raises(DataError, match=r'data_batch_3 is missing'):
+        decode(str(root), 'train')
+    assert decode(str(root), 'test')[0].shape == (50, 3, 32, 32)  # the test split does not need it

@@ -9,9 +9,9 @@ import time
 import pytest
 import torch
 
-from checkpoint_io import load_checkpoint
-from conftest import ROOT, run_main
-from models import MODELS
+from conftest import ROOT, make_image_folder, run_main
+from helpers.checkpoints import load_checkpoint
+from helpers.model_table import MODELS
 
 ACCURACY = re.compile(r'^Accuracy of the model on the test images: (\d+(\.\d+)?) %$', re.M)
 STEP = re.compile(r'^Epoch \[1/1\], Step \[100/100\] Loss: \d+\.\d{4}$', re.M)
@@ -35,12 +35,13 @@ def test_fine_tune_on_an_image_folder(image_folder, checkpoints, tmp_path, plain
 
 def test_vgg16_on_torchvisions_layout_then_eval_only_of_the_result(torchvision_root, checkpoints, tmp_path):
     out = tmp_path / 'vgg.ckpt'
+    # on the CPU: there the same weights give the same numbers to the last bit (cuDNN may pick other kernels)
     r = run_main('--model', 'vgg16', '--data', torchvision_root, '--checkpoint', checkpoints['vgg16'],
-                 '--batch-size', 2, '--out', out)
+                 '--batch-size', 2, '--out', out, '--device', 'cpu')
     assert r.returncode == 0, r.stderr
     assert STEP.search(r.stdout)
     trained = float(ACCURACY.search(r.stdout).group(1))
-    r = run_main('--model', 'vgg16', '--data', torchvision_root, '--checkpoint', out, '--eval-only')
+    r = run_main('--model', 'vgg16', '--data', torchvision_root, '--checkpoint', out, '--eval-only', '--device', 'cpu')
     assert r.returncode == 0, r.stderr
     assert 'Step' not in r.stdout
     # testing the saved model again gives the same number: what was saved is what was tested
@@ -48,8 +49,9 @@ def test_vgg16_on_torchvisions_layout_then_eval_only_of_the_result(torchvision_r
 
 
 def test_fast_and_plain_pipelines_agree_on_the_same_weights(image_folder, checkpoints):
+    # on the CPU: a GPU's fast path runs in bf16, which is not the plain pipeline's float32
     results = [run_main('--data', image_folder, '--checkpoint', checkpoints['vgg16'], '--model', 'vgg16',
-                        '--eval-only', *flag) for flag in ([], ['--plain'])]
+                        '--eval-only', '--device', 'cpu', *flag) for flag in ([], ['--plain'])]
     assert all(r.returncode == 0 for r in results), results[0].stderr + results[1].stderr
     assert results[0].stdout.splitlines()[1:] == results[1].stdout.splitlines()[1:]
 
@@ -96,8 +98,12 @@ def test_data_and_checkpoint_mistakes_are_one_line(image_folder, checkpoints, tm
                    'is a VGG16 checkpoint, but the model is ResNet50_layer4')
     (tmp_path / 'cut.ckpt').write_bytes(open(checkpoints['resnet50'], 'rb').read()[:5000])
     one_line_error(run_main('--data', image_folder, '--checkpoint', tmp_path / 'cut.ckpt'), 'damaged or truncated')
-    one_line_error(run_main('--data', tmp_path / 'empty', '--checkpoint', checkpoints['resnet50']),
+    # the download is made to fail (a proxy nobody listens on), whether or not this machine has a network
+    offline = {'HTTPS_PROXY': 'http://127.0.0.1:9', 'HTTP_PROXY': 'http://127.0.0.1:9',
+               'https_proxy': 'http://127.0.0.1:9', 'http_proxy': 'http://127.0.0.1:9'}
+    one_line_error(run_main('--data', tmp_path / 'empty', '--checkpoint', checkpoints['resnet50'], env=offline),
                    'no CIFAR-10 in .*could not be downloaded.*image folder')
+    assert not any((tmp_path / 'empty').rglob('*.py'))
 
 
 def test_the_default_model_is_resnet50_with_its_shipped_path(tmp_path):
@@ -122,6 +128,90 @@ def test_ctrl_c_exits_130_and_keeps_the_earlier_output(image_folder, checkpoints
     assert 'interrupted' in stderr and 'Traceback' not in stderr
     assert out.read_bytes() == b'from an earlier run'
     assert sorted(os.listdir(tmp_path)) == ['fine.ckpt']
+
+
+@pytest.mark.parametrize('plain', [False, True])
+def test_vgg16_with_a_last_batch_of_one_image(image_folder, checkpoints, tmp_path, plain):
+    # 300 training images at batch 299: the last batch would hold one image, which BatchNorm1d cannot train on
+    r = run_main('--model', 'vgg16', '--batch-size', 299, '--data', image_folder, '--checkpoint', checkpoints['vgg16'],
+                 '--out', tmp_path / 'v.ckpt', '--device', 'cpu', *(['--plain'] if plain else []))
+    assert r.returncode == 0, r.stderr
+    assert ACCURACY.search(r.stdout) and (tmp_path / 'v.ckpt').exists()
+
+
+def test_eval_only_does_not_read_the_training_images(checkpoints, tmp_path):
+    root = make_image_folder(tmp_path / 'data', train_per_class=2, test_per_class=3)
+    (tmp_path / 'data' / 'train' / 'cat' / '0000.png').write_bytes(b'broken')  # only the training split
+    r = run_main('--data', root, '--checkpoint', checkpoints['resnet50'], '--eval-only')
+    assert r.returncode == 0, r.stderr
+    assert '0 training and 30 test images' in r.stdout
+    one_line_error(run_main('--data', root, '--checkpoint', checkpoints['resnet50']), 'cannot read image .*0000.png')
+
+
+def test_a_diverging_fine_tune_stops_and_saves_nothing(image_folder, checkpoints, tmp_path):
+    out = tmp_path / 'fine.ckpt'
+    r = run_main('--data', image_folder, '--checkpoint', checkpoints['resnet50'], '--batch-size', 3,
+                 '--lr', '1e30', '--out', out, '--seed', 0)
+    one_line_error(r, r'the fine-tune diverged: the loss became nan at step \d+, with learning rate 1e\+30; '
+                      r'the model was not saved; use a smaller --lr')
+    assert not out.exists() and 'Accuracy' not in r.stdout
+
+
+@pytest.mark.parametrize('device, code, message', [
+    ('gpu', 2, "'gpu' is not a device here: use auto, cpu, cuda or cuda:N"),
+    ('cuda:x', 2, "is not a device here"),
+])
+def test_device_names_pytorch_does_not_know_are_refused(device, code, message):
+    r = run_main('--device', device)
+    assert r.returncode == code and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_device_values_edited_into_main_are_checked_too():
+    from helpers.devices import pick_device
+    from helpers.flags import UsageError
+    assert pick_device('CPU') == torch.device('cpu')
+    with pytest.raises(UsageError, match="device 'gpu' is not a device PyTorch knows; use auto .*, cpu, cuda or cuda:N"):
+        pick_device('gpu')
+    with pytest.raises(UsageError, match="runs on the CPU or CUDA GPUs"):
+        pick_device('meta')
+    count = torch.cuda.device_count()
+    with pytest.raises(UsageError, match='no CUDA GPU here' if count == 0 else f'has {count} CUDA GPU'):
+        pick_device(f'cuda:{count}')  # one past the last GPU (or any, without one)
+
+
+def own_network_main(tmp_path, path):
+    """main.py with its "Choose model" lines edited to a student's own small network."""
+    text = open(os.path.join(ROOT, 'main.py')).read()
+    text = text.replace("model = ResNet50_layer4()\nPATH = './checkpoints/resnet50_cifar10.ckpt'",
+                        "import torch.nn as nn\n"
+                        "class MyNet(nn.Module):\n"
+                        "    def __init__(self):\n"
+                        "        super().__init__()\n"
+                        "        self.fc = nn.Linear(3 * 32 * 32, 10)\n"
+                        "    def forward(self, x):\n"
+                        "        return self.fc(x.flatten(1))\n"
+                        f"model = MyNet()\nPATH = {str(path)!r}")
+    assert 'MyNet()' in text
+    (tmp_path / 'main.py').write_text(text)
+    return str(tmp_path / 'main.py')
+
+
+def test_a_students_own_network_runs_from_scratch_then_from_its_checkpoint(image_folder, tmp_path):
+    env = {'PYTHONPATH': ROOT}
+    script = own_network_main(tmp_path, tmp_path / 'mynet.ckpt')
+    r = run_main('--data', image_folder, '--out', tmp_path / 'mynet.ckpt', '--batch-size', 10, '--seed', 0,
+                 script=script, env=env)
+    assert r.returncode == 0, r.stderr
+    assert 'MyNet starts from random weights' in r.stdout and ACCURACY.search(r.stdout)
+    r = run_main('--data', image_folder, '--eval-only', script=script, env=env)
+    assert r.returncode == 0, r.stderr
+    assert 'MyNet from ' + str(tmp_path / 'mynet.ckpt') in r.stdout
+    r = run_main('--data', image_folder, '--eval-only', '--checkpoint', tmp_path / 'nothing.ckpt', script=script, env=env)
+    assert 'starts from random weights' in r.stdout
+    # a checkpoint of another network is refused in one line
+    torch.save({'w': torch.zeros(1)}, tmp_path / 'other.ckpt')
+    one_line_error(run_main('--data', image_folder, '--eval-only', '--checkpoint', tmp_path / 'other.ckpt',
+                            script=script, env=env), 'does not fit MyNet')
 
 
 def test_vgg16_cannot_train_on_batches_of_one(image_folder, checkpoints):

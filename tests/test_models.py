@@ -7,7 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from conftest import ROOT
-from models import MODELS
+from helpers.model_table import MODELS
 from resnet50_full import ResNet50_layer4, ResidualBlock
 from vgg16_full import VGG, cfg, make_layers, vgg16
 
@@ -134,3 +134,15 @@ def test_modules_compute_the_assignments_function(name, reference):
 def test_vgg_class_takes_any_features():
     model = VGG(make_layers([8, 'M', 512, 'M', 'M', 'M', 'M'])).eval()
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_the_courses_star_imports_export_what_it_uses():
+    # the assignment's own lines, in a fresh namespace each
+    ns = {}
+    exec('from vgg16_full import *', ns)
+    assert {'VGG', 'make_layers', 'vgg16', 'cfg'} == {k for k in ns if not k.startswith('__')}
+    assert ns['vgg16']().state_dict().keys() == MODELS['vgg16']().state_dict().keys()
+    ns = {}
+    exec('from resnet50_full import *', ns)
+    assert {'conv1x1', 'conv3x3', 'ResidualBlock', 'ResNet50_layer4'} == {k for k in ns if not k.startswith('__')}
+    assert len(ns['ResNet50_layer4']().state_dict()) == 373

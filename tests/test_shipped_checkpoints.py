@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from models import MODELS, PRETRAINED
+from helpers.model_table import MODELS, PRETRAINED
 
 SUMS = os.path.join(ROOT, 'checkpoints', 'SHA256SUMS')
 

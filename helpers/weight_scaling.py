@@ -1,4 +1,5 @@
-"""Rescale a trained model so that main.py's Adam epoch barely moves it.
+"""Scale a trained model's weights up so that main.py's Adam epoch barely moves it,
+and fold a BatchNorm VGG16 into the assignment's BN-free one.
 
 Adam moves every weight by about `lr` per step, whatever the size of its
 gradient. Trained convolution weights are ~0.01-0.1, so one epoch at lr 0.001
@@ -16,13 +17,37 @@ points of accuracy. But most weights only matter up to scale:
 
 So the same function is stored with large weights, next to which Adam's
 fixed-size steps are small. The state dict keeps the assignment's keys and
-shapes; only the numbers change. `rescale` works in place and returns the model.
+shapes; only the numbers change. `scale_for_adam` works in place and returns
+the model; the factors are powers of two, so the scaled weights are exact
+multiples of the trained ones.
 """
 import torch
 import torch.nn as nn
 
+from helpers.model_table import name_of
 from resnet50_full import ResNet50_layer4
-from vgg16_full import VGG
+from vgg16_full import VGG, vgg16
+
+
+@torch.no_grad()
+def fold_batchnorm(bn_model):
+    """The assignment's BN-free VGG16 computing what `bn_model`, a VGG16 with
+    BatchNorm after every convolution, computes in eval mode.
+
+    BatchNorm in eval mode is an affine map per channel, y = (x - mean) * g + beta
+    with g = gamma / sqrt(var + eps), so it folds into the convolution before it:
+    weight * g, (bias - mean) * g + beta.
+    """
+    model = vgg16()
+    convs = [m for m in bn_model.features if isinstance(m, nn.Conv2d)]
+    bns = [m for m in bn_model.features if isinstance(m, nn.BatchNorm2d)]
+    targets = [m for m in model.features if isinstance(m, nn.Conv2d)]
+    for conv, bn, target in zip(convs, bns, targets, strict=True):
+        g = bn.weight.double() / (bn.running_var.double() + bn.eps).sqrt()
+        target.weight.copy_(conv.weight.double() * g.view(-1, 1, 1, 1))
+        target.bias.copy_((conv.bias.double() - bn.running_mean.double()) * g + bn.bias.double())
+    model.classifier.load_state_dict(bn_model.classifier.state_dict())
+    return model
 
 
 def _scale_into_bn(bn, s):
@@ -87,12 +112,29 @@ def rescale_vgg(model, conv_scale=8.0, linear_scale=8.0):
     return model
 
 
-def rescale(model):
+class ScalingError(ValueError):
+    """A model that cannot be scaled; the message says why."""
+
+
+def looks_scaled(model):
+    """True for a model that scale_for_adam has already scaled: its numbers are far beyond trained ones.
+
+    Trained (and freshly initialised) stem weights have a spread of about 0.01-0.2
+    and VGG16's head BatchNorm variances 1e-3..1e3; scaling multiplies the
+    former by 1024 (ResNet50_layer4) and the latter by 8^28 ~ 2e25 (VGG16)."""
     if isinstance(model, ResNet50_layer4):
-        return rescale_resnet(model)
-    if isinstance(model, VGG):
-        return rescale_vgg(model)
-    raise TypeError(f'no rescaling for {type(model).__name__}')
+        return model.layer1[0].weight.float().std().item() > 8
+    return model.classifier[2].running_var.median().item() > 1e12
+
+
+def scale_for_adam(model):
+    """Scale `model` (either assignment model, trained) in place so that Adam's steps are small next to its weights."""
+    name = name_of(model)
+    if name is None:
+        raise ScalingError(f'{type(model).__name__} is not one of the assignment models (VGG16, ResNet50_layer4)')
+    if looks_scaled(model):
+        raise ScalingError('the weights are scaled already (scaling twice would overflow); use the file as it is')
+    return rescale_resnet(model) if name == 'resnet50' else rescale_vgg(model)
 
 
 def compact(state_dict):
@@ -102,22 +144,3 @@ def compact(state_dict):
         small = v.is_floating_point() and 'running_' not in k and v.abs().max() < 30000
         out[k] = v.half() if small else v
     return out
-
-
-if __name__ == '__main__':
-    # python rescale.py RAW.ckpt OUT.ckpt: what train.py does before saving, for a checkpoint trained with --no-rescale
-    import sys
-
-    import cli
-    from checkpoint_io import load_checkpoint, read_state_dict, save_checkpoint
-    from models import MODELS, state_shapes
-
-    cli.install_friendly_errors()
-    if len(sys.argv) != 3:
-        sys.exit('usage: python rescale.py RAW.ckpt OUT.ckpt')
-    keys = read_state_dict(sys.argv[1]).keys()
-    name = next(n for n in MODELS if state_shapes(n).keys() == keys)
-    model = MODELS[name]()
-    load_checkpoint(model, sys.argv[1])
-    save_checkpoint(compact(rescale(model).state_dict()), sys.argv[2])
-    print(f'{sys.argv[2]}: {name} rescaled for fine-tuning, half-precision weights')

@@ -3,8 +3,8 @@ import copy
 
 import torch
 
-import speedups
-from models import MODELS
+from helpers import fast_path
+from helpers.model_table import MODELS
 
 
 def test_prepared_resnet_computes_the_same_forward_and_gradients():
@@ -12,8 +12,8 @@ def test_prepared_resnet_computes_the_same_forward_and_gradients():
     # batch of 6) cannot hide a real difference
     torch.manual_seed(0)
     model = MODELS['resnet50']().double()
-    fast = speedups.prepare(copy.deepcopy(model), torch.device('cpu'))
-    swapped = [m for m in fast.modules() if isinstance(m, speedups.PointwiseConv2d)]
+    fast = fast_path.prepare(copy.deepcopy(model), torch.device('cpu'))
+    swapped = [m for m in fast.modules() if isinstance(m, fast_path.PointwiseConv2d)]
     assert len(swapped) == 39  # 26 in the blocks' layers, 13 shortcuts
     assert fast.state_dict().keys() == model.state_dict().keys()
     x = torch.randn(6, 3, 32, 32, dtype=torch.float64)
@@ -32,6 +32,6 @@ def test_strided_pointwise_conv_matches_conv2d():
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(8, 16, 1, stride=2)
     fast = copy.deepcopy(conv)
-    fast.__class__ = speedups.PointwiseConv2d
+    fast.__class__ = fast_path.PointwiseConv2d
     x = torch.randn(3, 8, 5, 5)
     assert torch.allclose(conv(x), fast(x), atol=1e-6)

@@ -5,14 +5,13 @@ the same data, checkpoint and seed, alternating plain and fast so that a busy
 machine slows both alike. Prints each run, the mean times, the ratio and both
 accuracies.
 
-    python benchmark.py --data DIR --model resnet50 --checkpoint PATH \
+    python -m tools.benchmark --data DIR --model resnet50 --checkpoint PATH \
         [--train-images 2000 --test-images 1000] [--rounds 3] [--device cpu]
 
 With --train-images/--test-images an image folder is cut down (symlinks in a
 temporary folder, the first images of each class) so that a CPU run takes
 minutes, not hours.
 """
-import argparse
 import os
 import re
 import statistics
@@ -21,9 +20,10 @@ import sys
 import tempfile
 import time
 
-from cifar10 import CLASSES, layout
+from helpers.data import CLASSES, layout
+from helpers.flags import Parser
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ACCURACY = re.compile(r'Accuracy of the model on the test images: ([\d.]+) %')
 
 
@@ -37,7 +37,7 @@ def subset(src, dst, per_class):
 
 
 def run(args, data, plain, out):
-    cmd = [sys.executable, os.path.join(HERE, 'main.py'), '--model', args.model, '--data', data,
+    cmd = [sys.executable, os.path.join(ROOT, 'main.py'), '--model', args.model, '--data', data,
            '--checkpoint', args.checkpoint, '--device', args.device, '--seed', '0', '--out', out]
     start = time.perf_counter()
     r = subprocess.run(cmd + (['--plain'] if plain else []), capture_output=True, text=True)
@@ -48,11 +48,11 @@ def run(args, data, plain, out):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = Parser(prog='tools.benchmark', description=__doc__.splitlines()[0])
     p.add_argument('--data', required=True)
-    p.add_argument('--model', default='resnet50', choices=['resnet50', 'vgg16'])
+    p.add_model_flag(default='resnet50')
     p.add_argument('--checkpoint', required=True)
-    p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'])
+    p.add_device_flag()
     p.add_argument('--train-images', type=int, help='use this many training images (image folders only)')
     p.add_argument('--test-images', type=int, help='and this many test images')
     p.add_argument('--rounds', type=int, default=3)

@@ -1,10 +1,13 @@
-"""Checkpoint I/O for main.py, train.py and the tests.
+"""Checkpoint I/O for main.py, train.py, the tools and the tests.
 
 A checkpoint is the assignment's plain state dict (`torch.save(model.state_dict())`).
 Loading reads weights only (no pickled code runs), checks shipped files against
 SHA256SUMS beside them, and says in one line what is wrong with a bad file.
-Saving writes a temporary file and renames it into place, so an interrupted
-save never leaves half a file and never replaces a shipped checkpoint.
+Saving writes contiguous CPU tensors (so that a GPU run's checkpoint loads with
+the course's plain `torch.load(PATH)` anywhere) to a temporary file and renames
+it into place, so an interrupted save never leaves half a file. `save_checkpoint`
+never replaces a shipped checkpoint; `ship_checkpoint` is the one way to, and
+it updates SHA256SUMS.
 """
 import hashlib
 import os
@@ -14,10 +17,11 @@ import zipfile
 
 import torch
 
-from models import TITLES, name_of, state_shapes
+from helpers.model_table import TITLES, name_of, state_shapes, title_of
 
 SUMS = 'SHA256SUMS'
 LFS_MAGIC = b'version https://git-lfs'
+SAVED = []  # every file written by this process, for the Ctrl-C message
 
 
 class CheckpointError(Exception):
@@ -90,39 +94,90 @@ def load_checkpoint(model, path):
     """Load `path` into `model` (strictly, cast to the model's dtypes) or raise CheckpointError."""
     state = read_state_dict(path)
     name = name_of(model)
+    title = title_of(model)
     shapes = {k: tuple(v.shape) for k, v in state.items()}
-    if shapes.keys() != model.state_dict().keys():
+    expected = model.state_dict()
+    if shapes.keys() != expected.keys():
         for other in TITLES:
             if other != name and shapes.keys() == state_shapes(other).keys():
                 raise CheckpointError(f"{path} is a {TITLES[other]} checkpoint, but the model is "
-                                      f"{TITLES[name]}: use --model {other} (or its lines in main.py)")
-        missing = sorted(model.state_dict().keys() - shapes.keys())
-        unexpected = sorted(shapes.keys() - model.state_dict().keys())
-        raise CheckpointError(f"{path} does not fit {TITLES[name]}: {len(missing)} keys missing "
+                                      f"{title}: use --model {other} (or its lines in main.py)")
+        missing = sorted(expected.keys() - shapes.keys())
+        unexpected = sorted(shapes.keys() - expected.keys())
+        raise CheckpointError(f"{path} does not fit {title}: {len(missing)} keys missing "
                               f"{missing[:2]}, {len(unexpected)} unexpected {unexpected[:2]}")
-    wrong = [k for k, v in model.state_dict().items() if tuple(v.shape) != shapes[k]]
+    wrong = [k for k, v in expected.items() if tuple(v.shape) != shapes[k]]
     if wrong:
-        raise CheckpointError(f"{path} does not fit {TITLES[name]}: {len(wrong)} tensors have other shapes, "
+        raise CheckpointError(f"{path} does not fit {title}: {len(wrong)} tensors have other shapes, "
                               f"e.g. {wrong[0]} is {shapes[wrong[0]]}")
     # load_state_dict copies into the existing float32 tensors, so half-precision files load as float32
     model.load_state_dict(state, strict=True)
     return state
 
 
-def save_checkpoint(state_dict, path):
-    """Write `state_dict` to `path` atomically; never over a shipped checkpoint."""
-    if shipped_sum(path) is not None:
-        raise CheckpointError(f"will not overwrite the shipped checkpoint {path}; choose another --out")
+def read_training_state(path):
+    """What train.py saved after an epoch (weights, optimizer, schedule, generators), or a CheckpointError."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"training state not found: {path}; train.py writes it after every epoch "
+                              "(OUT.state unless --state is given)")
+    try:
+        state = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure to read means the same thing here
+        raise CheckpointError(f"{path} is damaged or not train.py's state ({_first_line(e)}); "
+                              "start the run again without --resume") from None
+    if not isinstance(state, dict) or not {'args', 'epoch', 'model', 'optimizer'} <= state.keys():
+        raise CheckpointError(f"{path} is not train.py's training state; pass the file named OUT.state")
+    return state
+
+
+def _portable(obj):
+    """Tensors as contiguous CPU copies (a GPU's channels_last tensors do not load on a CPU-only machine)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu().contiguous()
+    if isinstance(obj, dict):
+        return {k: _portable(v) for k, v in obj.items()}
+    return obj
+
+
+def _write(obj, path):
     folder = os.path.dirname(os.path.abspath(path))
     tmp = None
     try:
         os.makedirs(folder, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes files private (0600); give the usual permissions
         with os.fdopen(fd, 'wb') as f:
-            torch.save(state_dict, f)
+            torch.save(_portable(obj), f)
         os.replace(tmp, path)
+        tmp = None
+        SAVED.append(path)
     except OSError as e:
         raise CheckpointError(f"cannot write {path} ({e.strerror or e}); choose another --out") from None
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
+
+
+def save_checkpoint(obj, path):
+    """Write `obj` (a state dict, or train.py's state) to `path` atomically; never over a shipped checkpoint."""
+    if shipped_sum(path) is not None:
+        raise CheckpointError(f"will not overwrite the shipped checkpoint {path}; choose another --out "
+                              "(maintainers replace one with python -m tools.ship_checkpoint)")
+    _write(obj, path)
+
+
+def ship_checkpoint(state_dict, path):
+    """Write `state_dict` to `path` and list its sha256 in SHA256SUMS beside it: how a shipped checkpoint is made."""
+    _write(state_dict, path)
+    sums = os.path.join(os.path.dirname(os.path.abspath(path)), SUMS)
+    lines = []
+    if os.path.isfile(sums):
+        with open(sums) as f:
+            lines = [line for line in f if line.split()[1:2] != [os.path.basename(path)]
+                     and line.split()[1:2] != ['*' + os.path.basename(path)]]
+    lines.append(f'{sha256(path)}  {os.path.basename(path)}\n')
+    with open(sums + '.tmp', 'w') as f:
+        f.writelines(sorted(lines, key=lambda line: line.split()[1]))
+    os.replace(sums + '.tmp', sums)

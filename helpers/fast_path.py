@@ -9,34 +9,14 @@ Measured on this project's machines (numbers in the README):
   * on the CPU, 1x1 convolutions as one matrix product over the pixels
     (ResNet has 40 of them): MKL's GEMM forward and backward measured 1.25-1.8x
     faster than oneDNN's 1x1 kernels on these 2x2 to 8x8 maps;
-  * bfloat16 autocast on GPUs that have it. Not on CPUs without native bf16
-    (AVX2 only): there it measured 15-50x slower, so the CPU stays float32.
-"""
-import contextlib
+  * bfloat16 autocast on GPUs that have it (helpers/devices.py).
 
+The data side (decode once, batched augmentation) is helpers/data.py's
+`tensor_loaders`.
+"""
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-import cifar10
-from cli import UsageError
-
-
-def pick_device(choice):
-    """torch.device for --device auto|cpu|cuda."""
-    if choice == 'cuda' and not torch.cuda.is_available():
-        raise UsageError('--device cuda, but PyTorch sees no CUDA GPU here; use --device cpu (or auto)')
-    if choice == 'cpu' or not torch.cuda.is_available():
-        return torch.device('cpu')
-    torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN time its algorithms once
-    return torch.device('cuda:0')
-
-
-def autocast(device):
-    """bf16 autocast where the hardware runs it natively, else nothing."""
-    if device.type == 'cuda' and torch.cuda.is_bf16_supported():
-        return torch.autocast('cuda', dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 class PointwiseConv2d(nn.Conv2d):
@@ -62,12 +42,3 @@ def prepare(model, device):
                     and m.dilation == (1, 1) and m.groups == 1):
                 m.__class__ = PointwiseConv2d
     return model
-
-
-def loaders(data_dir, batch_size, device, seed=None):
-    """Train and test loaders over decoded tensors, on `device`."""
-    train = cifar10.TensorLoader(*cifar10.decode(data_dir, 'train'), batch_size, train=True,
-                                 device=device, channels_last=True, seed=seed)
-    test = cifar10.TensorLoader(*cifar10.decode(data_dir, 'test'), batch_size, train=False,
-                                device=device, channels_last=True)
-    return train, test

@@ -1,4 +1,4 @@
-"""CIFAR-10 for main.py, train.py and the tests: one place for the data.
+"""CIFAR-10 for main.py, train.py and the tests: all data loading is here.
 
 Two layouts are accepted under a data directory DIR:
   * torchvision's: DIR/cifar-10-batches-py (downloaded there on first use, as
@@ -7,9 +7,13 @@ Two layouts are accepted under a data directory DIR:
     CIFAR-10's ten class folders (how offline and Kaggle/PNG copies come).
 
 `plain_loaders` is the assignment's pipeline (PIL transforms per image, batch
-100, no workers). `decode` + `TensorLoader` are the fast path: every image is
-decoded once into one uint8 tensor, and the same random crop (zero padding 4)
-and horizontal flip are applied to whole batches on the chosen device.
+100, no workers). `tensor_loaders` (`decode` + `TensorLoader`) is the fast
+path: every image is decoded once into one uint8 tensor, and the same random
+crop (zero padding 4) and horizontal flip are applied to whole batches on the
+chosen device.
+
+A training batch of a single image is dropped (a last batch of one, say 45,001
+images at batch 100): BatchNorm cannot train on one image.
 """
 import math
 import os
@@ -27,6 +31,7 @@ CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer',
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2023, 0.1994, 0.2010)
 TORCHVISION_FOLDER = 'cifar-10-batches-py'
+IMAGE_EXTENSIONS = torchvision.datasets.folder.IMG_EXTENSIONS
 
 transform_train = transforms.Compose([
     transforms.RandomCrop(32, padding=4),
@@ -70,6 +75,11 @@ def _split_dir(root, split):
         raise DataError(f"{d} must hold exactly CIFAR-10's ten class folders "
                         f"({', '.join(CLASSES)}); missing: {', '.join(missing) or 'none'}; "
                         f"not CIFAR-10: {', '.join(extra) or 'none'}")
+    empty = [c for c in CLASSES if not any(os.path.splitext(e)[1].lower() in IMAGE_EXTENSIONS
+                                           for e in os.listdir(os.path.join(d, c)))]
+    if empty:
+        raise DataError(f"{d}: class folder(s) {', '.join(empty)} hold no images "
+                        f"({', '.join(IMAGE_EXTENSIONS)}); put that class's images there")
     return d
 
 
@@ -86,31 +96,55 @@ def _read_image(path):
     return im
 
 
-class _CIFAR10(torchvision.datasets.CIFAR10):
-    # torchvision checks each file's md5, which only the full official archive
-    # passes; present files are enough here, so that smaller copies in the same
-    # layout (the tests make one) load too. Damaged files still fail to unpickle.
-    def _check_integrity(self):
-        return all(os.path.isfile(os.path.join(self.root, self.base_folder, name))
-                   for name, _ in self.train_list + self.test_list + [(self.meta['filename'], None)])
-
-    def _load_meta(self):
-        self.classes = list(CLASSES)
-        self.class_to_idx = {c: i for i, c in enumerate(CLASSES)}
+TRAIN_BATCHES = [f'data_batch_{i}' for i in range(1, 6)]
+TEST_BATCHES = ['test_batch']
 
 
-def _torchvision_cifar(root, train, transform=None, download=True):
-    try:
-        return _CIFAR10(root=root, train=train, transform=transform, download=download)
-    except RuntimeError as e:  # "Dataset not found or corrupted"
-        raise DataError(f"no usable CIFAR-10 in {root} ({e}); " + WHAT_TO_PUT.format(d=root)) from None
-    except (pickle.UnpicklingError, EOFError, KeyError, ValueError) as e:
-        raise DataError(f"{os.path.join(root, TORCHVISION_FOLDER)} is damaged ({type(e).__name__}: {e}); "
-                        "delete that folder and run again to download it afresh") from None
-    except OSError as e:  # no network, DNS failure, disk full...
-        reason = getattr(e, 'reason', None) or e
-        raise DataError(f"no CIFAR-10 in {root} and it could not be downloaded ({reason}); "
-                        + WHAT_TO_PUT.format(d=root)) from None
+def _read_batches(root, train, download=True):
+    """(uint8 N x 32 x 32 x 3, labels) from torchvision's CIFAR-10 folder, downloading it when missing.
+
+    The batches are CIFAR-10's documented pickles ('data': N x 3072 rows of
+    R, G, B planes; 'labels'), read here directly: present files are enough, so
+    smaller copies in the same layout (the tests make one) load too.
+    """
+    folder = os.path.join(root, TORCHVISION_FOLDER)
+    if not os.path.isdir(folder):
+        if not download:
+            raise DataError(f"no CIFAR-10 in {root}; " + WHAT_TO_PUT.format(d=root))
+        try:
+            torchvision.datasets.CIFAR10(root=root, train=train, download=True)
+        except (OSError, RuntimeError) as e:  # no network, DNS failure, disk full, bad archive...
+            reason = getattr(e, 'reason', None) or e
+            raise DataError(f"no CIFAR-10 in {root} and it could not be downloaded ({reason}); "
+                            + WHAT_TO_PUT.format(d=root)) from None
+    pixels, labels = [], []
+    for name in TRAIN_BATCHES if train else TEST_BATCHES:
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            raise DataError(f"{path} is missing; " + WHAT_TO_PUT.format(d=root))
+        try:
+            with open(path, 'rb') as f:
+                batch = pickle.load(f, encoding='latin1')
+            pixels.append(np.asarray(batch['data'], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            labels += list(batch['labels'])
+        except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as e:
+            raise DataError(f"{path} is damaged ({type(e).__name__}: {e}); "
+                            f"delete {folder} and run again to download it afresh") from None
+    return np.concatenate(pixels).transpose(0, 2, 3, 1), np.array(labels, dtype=np.int64)
+
+
+class ArrayDataset(torch.utils.data.Dataset):
+    """Images held as one uint8 array, given out as PIL images through `transform` (as torchvision's CIFAR10 does)."""
+
+    def __init__(self, pixels, labels, transform=None):
+        self.data, self.targets, self.transform = pixels, labels.tolist(), transform
+
+    def __len__(self):
+        return len(self.targets)
+
+    def __getitem__(self, i):
+        image = Image.fromarray(self.data[i])
+        return (self.transform(image) if self.transform else image), self.targets[i]
 
 
 def datasets(root, download=True):
@@ -119,14 +153,15 @@ def datasets(root, download=True):
     if kind == 'folder':
         return tuple(torchvision.datasets.ImageFolder(_split_dir(root, split), transform=t, loader=_read_image)
                      for split, t in (('train', transform_train), ('test', transform_test)))
-    return (_torchvision_cifar(root, True, transform_train, download),
-            _torchvision_cifar(root, False, transform_test, download))
+    return (ArrayDataset(*_read_batches(root, True, download), transform_train),
+            ArrayDataset(*_read_batches(root, False, download), transform_test))
 
 
 def plain_loaders(root, batch_size=100, download=True):
     """The assignment's loaders: shuffled training set, batch 100, no workers."""
     train_dataset, test_dataset = datasets(root, download)
-    train_loader = torch.utils.data.DataLoader(dataset=train_dataset, batch_size=batch_size, shuffle=True)
+    train_loader = torch.utils.data.DataLoader(dataset=train_dataset, batch_size=batch_size, shuffle=True,
+                                               drop_last=len(train_dataset) % batch_size == 1)
     test_loader = torch.utils.data.DataLoader(dataset=test_dataset, batch_size=batch_size, shuffle=False)
     return train_loader, test_loader
 
@@ -141,10 +176,38 @@ def decode(root, split, download=True):
         pixels = np.stack([np.asarray(_read_image(path)) for path, _ in folder.samples])
         labels = np.array(folder.targets)
     else:
-        ds = _torchvision_cifar(root, split == 'train', download=download)
-        pixels, labels = ds.data, np.array(ds.targets)
+        pixels, labels = _read_batches(root, split == 'train', download)
     images = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
     return images, torch.from_numpy(labels).long()
+
+
+def hold_out(images, labels, n):
+    """(training, validation) pairs: `n` images kept for validation, the same ones every time."""
+    if n >= len(labels):
+        raise DataError(f'holding out {n} images leaves none to train on (there are {len(labels)}); hold out fewer')
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
+    keep, held = order[n:].sort().values, order[:n].sort().values
+    return (images[keep], labels[keep]), (images[held], labels[held])
+
+
+def tensor_loaders(root, batch_size, device, seed=None, train=True, holdout=0, test_batch_size=None,
+                   rank=0, world=1):
+    """(train, test) TensorLoaders over decoded images on `device`, in channels_last.
+
+    train=False decodes only the test split (train is None). With `holdout`,
+    the test loader is that many images held out of the training split, and the
+    test split is not read at all.
+    """
+    train_data = decode(root, 'train') if train or holdout else None
+    if holdout:
+        train_data, test_data = hold_out(*train_data, holdout)
+    else:
+        test_data = decode(root, 'test')
+    test = TensorLoader(*test_data, test_batch_size or batch_size, device=device, channels_last=True)
+    if not train:
+        return None, test
+    return TensorLoader(*train_data, batch_size, train=True, device=device, channels_last=True, seed=seed,
+                        rank=rank, world=world), test
 
 
 def random_crop_flip(images, padding=4, generator=None):
@@ -171,7 +234,8 @@ class TensorLoader:
 
     Yields (images, labels) on `device` like a DataLoader over the assignment's
     transforms would. With `world` > 1 each rank reads its own share of every
-    epoch's permutation (DistributedDataParallel).
+    epoch's permutation (DistributedDataParallel), all shares the same size so
+    that every rank takes the same number of steps.
     """
 
     def __init__(self, images, labels, batch_size=100, train=False, device='cpu',
@@ -187,17 +251,19 @@ class TensorLoader:
         self.std = torch.tensor(STD, device=device).view(shape) * 255
         self.dataset = images  # len(loader.dataset) works as with a DataLoader
 
-    def _order(self):
-        n = len(self.labels)
-        order = torch.randperm(n, generator=self.generator) if self.train else torch.arange(n)
-        return order[self.rank::self.world]
+    def _share(self):
+        """Images per rank; with several ranks the few left over (fewer than `world`) sit out this epoch."""
+        return len(self.labels) // self.world if self.world > 1 else len(self.labels)
 
     def __len__(self):
-        return math.ceil(len(range(self.rank, len(self.labels), self.world)) / self.batch_size)
+        batches = math.ceil(self._share() / self.batch_size)
+        return batches - 1 if self.train and self._share() % self.batch_size == 1 and batches > 1 else batches
 
     def __iter__(self):
-        order = self._order().to(self.device)
-        for idx in order.split(self.batch_size):
+        n = len(self.labels)
+        order = torch.randperm(n, generator=self.generator) if self.train else torch.arange(n)
+        order = order[self.rank::self.world][:self._share()].to(self.device)
+        for idx in order.split(self.batch_size)[:len(self)]:
             x = self.images[idx]
             if self.train:
                 x = random_crop_flip(x, generator=self.generator)

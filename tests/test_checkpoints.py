@@ -6,8 +6,10 @@ import pickle
 import pytest
 import torch
 
-from checkpoint_io import CheckpointError, load_checkpoint, read_state_dict, save_checkpoint
-from models import MODELS
+from helpers import checkpoints as checkpoint_files
+from helpers.checkpoints import (CheckpointError, load_checkpoint, read_state_dict, read_training_state,
+                                 save_checkpoint, ship_checkpoint)
+from helpers.model_table import MODELS
 
 
 def resnet():
@@ -79,7 +81,7 @@ def test_checkpoint_carrying_code_is_refused_and_the_code_never_runs(tmp_path):
     assert not marker.exists()
     with open(tmp_path / 'evil.pkl', 'wb') as f:  # a plain pickle, not a torch zip file
         pickle.dump(Payload(str(marker)), f)
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointError, match=r'refused to load .*evil\.pkl: it holds pickled code'):
         read_state_dict(str(tmp_path / 'evil.pkl'))
     assert not marker.exists()
 
@@ -114,10 +116,78 @@ def test_save_never_overwrites_a_shipped_checkpoint(tmp_path, checkpoints):
 def test_failed_save_leaves_the_old_file_whole(tmp_path):
     path = tmp_path / 'out.ckpt'
     path.write_bytes(b'old run')
-    with pytest.raises(Exception):
-        save_checkpoint({'x': Payload(str(tmp_path / 'm'))} | {'bad': lambda: 0}, str(path))
+    with pytest.raises((AttributeError, pickle.PicklingError), match='lambda'):
+        save_checkpoint({'bad': lambda: 0}, str(path))  # torch.save cannot pickle a lambda
     assert path.read_bytes() == b'old run'
     assert os.listdir(tmp_path) == ['out.ckpt']
+
+
+def test_ctrl_c_in_the_middle_of_a_save_keeps_the_earlier_file_whole(tmp_path, monkeypatch):
+    path = tmp_path / 'out.ckpt'
+    path.write_bytes(b'old run')
+
+    def interrupted_save(obj, f):
+        f.write(b'half a checkpoint')
+        raise KeyboardInterrupt
+    monkeypatch.setattr(torch, 'save', interrupted_save)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint({'w': torch.zeros(3)}, str(path))
+    assert path.read_bytes() == b'old run'
+    assert os.listdir(tmp_path) == ['out.ckpt']  # no temporary file left behind
+
+
+def test_saved_files_get_the_usual_permissions_and_portable_tensors(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        save_checkpoint({'w': torch.zeros(2, 3, 4, 4).to(memory_format=torch.channels_last)}, str(tmp_path / 'a.ckpt'))
+    finally:
+        os.umask(umask)
+    assert (tmp_path / 'a.ckpt').stat().st_mode & 0o777 == 0o644
+    loaded = torch.load(tmp_path / 'a.ckpt')
+    assert loaded['w'].is_contiguous() and loaded['w'].device.type == 'cpu'
+
+
+def test_shipping_replaces_a_shipped_checkpoint_and_its_sha256_line(tmp_path, checkpoints):
+    path = shipped(tmp_path, checkpoints)
+    (tmp_path / 'checkpoints' / 'SHA256SUMS').write_text(
+        (tmp_path / 'checkpoints' / 'SHA256SUMS').read_text() + 'ab' * 32 + '  vgg16_cifar10.ckpt\n')
+    torch.manual_seed(5)
+    new = resnet().state_dict()
+    ship_checkpoint(new, str(path))
+    model = resnet()
+    load_checkpoint(model, str(path))  # passes the sha256 check
+    assert torch.equal(model.fc.weight, new['fc.weight'])
+    lines = (tmp_path / 'checkpoints' / 'SHA256SUMS').read_text().splitlines()
+    assert len(lines) == 2 and lines[1].endswith('vgg16_cifar10.ckpt')  # the other line is kept
+    with pytest.raises(CheckpointError, match='will not overwrite the shipped checkpoint.*tools.ship_checkpoint'):
+        save_checkpoint(new, str(path))  # main.py --out still never does
+
+
+def test_training_state_errors_are_one_line(tmp_path):
+    with pytest.raises(CheckpointError, match='training state not found: .*nope.state'):
+        read_training_state(str(tmp_path / 'nope.state'))
+    torch.save({'fc.weight': torch.zeros(1)}, tmp_path / 'plain.ckpt')
+    with pytest.raises(CheckpointError, match="not train.py's training state"):
+        read_training_state(str(tmp_path / 'plain.ckpt'))
+    (tmp_path / 'cut.state').write_bytes(b'PK\x03\x04 cut')
+    with pytest.raises(CheckpointError, match="damaged or not train.py's state"):
+        read_training_state(str(tmp_path / 'cut.state'))
+
+
+def test_ctrl_c_message_names_what_was_saved(tmp_path):
+    import subprocess
+    import sys
+    from conftest import ROOT
+    code = ('from helpers import checkpoints, flags\n'
+            'flags.install_friendly_errors()\n'
+            f'checkpoints.save_checkpoint({{}}, {str(tmp_path / "epoch20.ckpt")!r})\n'
+            'raise KeyboardInterrupt\n')
+    r = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 130
+    assert 'saved before that: ' + str(tmp_path / 'epoch20.ckpt') in r.stderr and 'nothing new' not in r.stderr
+    r = subprocess.run([sys.executable, '-c', code.split('checkpoints.save')[0] + 'raise KeyboardInterrupt\n'],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 130 and 'nothing new was saved' in r.stderr
 
 
 def test_unwritable_output_is_a_clear_error(tmp_path):

@@ -1,0 +1,1 @@
+"""Scripts only maintainers run, as `python -m tools.NAME` from the repository root."""

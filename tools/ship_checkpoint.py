@@ -1,0 +1,41 @@
+"""Make a checkpoint the shipped one of its model: copy it into checkpoints/
+and list its sha256 in checkpoints/SHA256SUMS (main.py checks that line).
+
+    python -m tools.ship_checkpoint outputs/vgg16.ckpt
+
+The one way to replace a shipped checkpoint (main.py --out and train.py
+--out never do). Ship a new one only when it beats the old one on the
+validation split: every version stays in git history.
+"""
+import os
+import sys
+
+from helpers import flags
+from helpers.checkpoints import CheckpointError, load_checkpoint, read_state_dict, ship_checkpoint
+from helpers.model_table import MODELS, PRETRAINED, TITLES, identify
+from helpers.weight_scaling import looks_scaled
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def main(argv):
+    if len(argv) != 1:
+        raise flags.UsageError('usage: python -m tools.ship_checkpoint TRAINED.ckpt')
+    source = argv[0]
+    state = read_state_dict(source)
+    name = identify(state)
+    if name is None:
+        raise CheckpointError(f'{source} is neither a VGG16 nor a ResNet50_layer4 state dict')
+    model = MODELS[name]()
+    load_checkpoint(model, source)
+    if not looks_scaled(model):
+        raise CheckpointError(f'{source} is not scaled for the Adam epoch; run python -m tools.scale_weights '
+                              f'{source} SCALED.ckpt and ship that')
+    target = os.path.join(ROOT, PRETRAINED[name])
+    ship_checkpoint(state, target)
+    print(f'{PRETRAINED[name]}: now the shipped {TITLES[name]} checkpoint (SHA256SUMS updated)')
+
+
+if __name__ == '__main__':
+    flags.install_friendly_errors()
+    main(sys.argv[1:])
