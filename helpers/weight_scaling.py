@@ -21,12 +21,14 @@ shapes; only the numbers change. `scale_for_adam` works in place and returns
 the model; the factors are powers of two, so the scaled weights are exact
 multiples of the trained ones.
 """
+import math
+
 import torch
 import torch.nn as nn
 
 from helpers.model_table import name_of
 from resnet50_full import ResNet50_layer4
-from vgg16_full import VGG, vgg16
+from vgg16_full import vgg16
 
 
 @torch.no_grad()
@@ -94,21 +96,26 @@ def rescale_resnet(model, conv_scale=1024.0, bn_scale=128.0):
 
 
 @torch.no_grad()
-def rescale_vgg(model, conv_scale=8.0, linear_scale=8.0):
-    # Each conv's output is conv_scale times the last one's, so the scales
-    # multiply: 8 per layer puts the head's input at 8^13 ~ 5e11, far inside
-    # float32 and bfloat16 range (never float16).
+def rescale_vgg(model, total_bits=60):
+    # Without BatchNorm in the features, each layer's scale multiplies into
+    # the next: all of them meet in the head's BatchNorm1d, whose variance
+    # then grows by the square of their product. 2^56 keeps that inside
+    # float32 and bfloat16 range (never float16). Within that budget the
+    # smallest weights (the deep layers') get the largest factors, so that
+    # Adam's fixed-size steps are equally small next to every layer.
+    layers = [m for m in model.features if isinstance(m, nn.Conv2d)] + [model.classifier[1]]
+    sizes = [math.log2(layer.weight.abs().mean().item()) for layer in layers]
+    target = (total_bits + sum(sizes)) / len(layers)
+    bits = [max(0, math.floor(target - size)) for size in sizes]
+    for i in sorted(range(len(layers)), key=lambda i: math.floor(target - sizes[i]) - (target - sizes[i])):
+        if sum(bits) < total_bits:  # the bits rounding left over, to the layers it cut most
+            bits[i] += 1
     total = 1.0
-    for m in model.features:
-        if isinstance(m, nn.Conv2d):
-            total *= conv_scale
-            m.weight.mul_(conv_scale)
-            m.bias.mul_(total)
-    linear, bn = model.classifier[1], model.classifier[2]
-    total *= linear_scale
-    linear.weight.mul_(linear_scale)
-    linear.bias.mul_(total)
-    _scale_into_bn(bn, total)
+    for layer, b in zip(layers, bits):
+        total *= 2.0 ** b
+        layer.weight.mul_(2.0 ** b)
+        layer.bias.mul_(total)
+    _scale_into_bn(model.classifier[2], total)
     return model
 
 
@@ -121,7 +128,7 @@ def looks_scaled(model):
 
     Trained (and freshly initialised) stem weights have a spread of about 0.01-0.2
     and VGG16's head BatchNorm variances 1e-3..1e3; scaling multiplies the
-    former by 1024 (ResNet50_layer4) and the latter by 8^28 ~ 2e25 (VGG16)."""
+    former by 1024 (ResNet50_layer4) and the latter by about 2^100 (VGG16)."""
     if isinstance(model, ResNet50_layer4):
         return model.layer1[0].weight.float().std().item() > 8
     return model.classifier[2].running_var.median().item() > 1e12
