@@ -6,7 +6,6 @@ import pickle
 import pytest
 import torch
 
-from helpers import checkpoints as checkpoint_files
 from helpers.checkpoints import (CheckpointError, load_checkpoint, read_state_dict, read_training_state,
                                  save_checkpoint, ship_checkpoint)
 from helpers.model_table import MODELS
