@@ -56,18 +56,21 @@ class Gallery:
 
     def add(self, images, labels, outputs):
         confidence, predicted = outputs.float().softmax(1).max(1)
-        for wanted, keep in ((predicted != labels, self.size), (predicted == labels, self.per_class)):
-            index = wanted.nonzero().flatten()
-            index = index[confidence[index].argsort(descending=True)[:keep * len(CLASSES)]]
-            if len(index) == 0:
-                continue
-            pixels = as_pixels(images[index]).cpu()
-            rows = zip(confidence[index].tolist(), pixels, labels[index].tolist(), predicted[index].tolist())
-            if keep == self.size:
-                self.mistakes = self._top(self.mistakes + list(rows), self.size)
-            else:
-                for row in rows:
-                    self.correct[row[2]] = self._top(self.correct[row[2]] + [row], self.per_class)
+        self.mistakes = self._top(self.mistakes + self._rows(images, labels, confidence, predicted,
+                                                             predicted != labels, self.size), self.size)
+        for row in self._rows(images, labels, confidence, predicted, predicted == labels,
+                              self.per_class * len(CLASSES)):
+            self.correct[row[2]] = self._top(self.correct[row[2]] + [row], self.per_class)
+
+    @staticmethod
+    def _rows(images, labels, confidence, predicted, wanted, most):
+        """(confidence, pixels, true, predicted) of the `most` most confident images where `wanted`."""
+        index = wanted.nonzero().flatten()
+        index = index[confidence[index].argsort(descending=True)[:most]]
+        if len(index) == 0:
+            return []
+        return list(zip(confidence[index].tolist(), as_pixels(images[index]).cpu(),
+                        labels[index].tolist(), predicted[index].tolist()))
 
 
 def confused_pairs(confusion, top=3):
