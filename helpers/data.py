@@ -170,9 +170,8 @@ def decode(root, split, download=True):
     """All images of a split as (uint8 tensor N x 3 x 32 x 32, int64 labels)."""
     kind = layout(root)
     if kind == 'folder':
+        # _split_dir has checked that every class folder holds an image, so samples is never empty
         folder = torchvision.datasets.ImageFolder(_split_dir(root, split), loader=_read_image)
-        if not folder.samples:
-            raise DataError(f"{os.path.join(root, split)} holds no images")
         pixels = np.stack([np.asarray(_read_image(path)) for path, _ in folder.samples])
         labels = np.array(folder.targets)
     else:
