@@ -50,6 +50,8 @@ if flags.own_network(model) and not os.path.exists(PATH):
     PATH = None
 else:
     load_checkpoint(model, PATH)
+if not eval_only:
+    flags.check_batch_size(model, batch_size)  # the scaled VGG16 overflows float32 in huge batches
 
 # CIFAR-10: random crop (padding 4) and horizontal flip for training, batch 100
 if plain:

@@ -120,6 +120,16 @@ def apply_overrides(g, argv=None):
     return name
 
 
+def check_batch_size(model, batch_size):
+    """Stop with one line when fine-tuning `model` in batches of `batch_size` would overflow its BatchNorm."""
+    from helpers.weight_scaling import largest_safe_batch
+    limit = largest_safe_batch(model)
+    if limit is not None and batch_size > limit:
+        raise UsageError(f"--batch-size {batch_size} is too large for this checkpoint: its weights are scaled up "
+                         f"to survive the Adam epoch (see the README), and BatchNorm's statistics over more than "
+                         f"{limit} images would overflow float32; use --batch-size {limit} or less")
+
+
 def own_network(model):
     """True for a network of the student's own in the "Choose model" lines (not VGG16 or ResNet50_layer4)."""
     return name_of(model) is None

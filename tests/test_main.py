@@ -217,3 +217,11 @@ def test_a_students_own_network_runs_from_scratch_then_from_its_checkpoint(image
 def test_vgg16_cannot_train_on_batches_of_one(image_folder, checkpoints):
     one_line_error(run_main('--model', 'vgg16', '--batch-size', 1, '--data', image_folder,
                             '--checkpoint', checkpoints['vgg16']), '--batch-size 1 cannot train VGG16')
+
+
+def test_a_batch_too_large_for_the_scaled_vgg16_is_one_line_before_any_data(tmp_path):
+    # the shipped VGG16's head BatchNorm would overflow float32 and output zeros: stop, do not train on
+    r = run_main('--model', 'vgg16', '--batch-size', 5000, '--data', tmp_path / 'no-data-here', '--out',
+                 tmp_path / 'o.ckpt')
+    one_line_error(r, r'--batch-size 5000 is too large for this checkpoint.*use --batch-size \d+ or less')
+    assert not (tmp_path / 'o.ckpt').exists()
