@@ -194,3 +194,25 @@ def test_unwritable_output_is_a_clear_error(tmp_path):
     with pytest.raises(CheckpointError, match='cannot write .*taken.*choose another --out'):
         save_checkpoint({'w': torch.zeros(1)}, str(tmp_path / 'taken'))
     assert os.listdir(tmp_path) == ['taken'] and not os.listdir(tmp_path / 'taken')
+
+
+def test_ship_tool_stores_a_float32_file_in_half_precision_and_lists_it(tmp_path, monkeypatch):
+    from helpers.weight_scaling import scale_for_adam
+    from tools import ship_checkpoint as tool
+    (tmp_path / 'checkpoints').mkdir()
+    monkeypatch.setattr(tool, 'ROOT', str(tmp_path))
+    torch.manual_seed(0)
+    model = scale_for_adam(resnet())  # a scaled float32 model, as main.py saves after its epoch
+    save_checkpoint(model.state_dict(), str(tmp_path / 'settled.ckpt'))
+    tool.main([str(tmp_path / 'settled.ckpt')])
+    shipped = tmp_path / 'checkpoints' / 'resnet50_cifar10.ckpt'
+    state = torch.load(shipped, weights_only=True)
+    assert state['fc.weight'].dtype == torch.float16 and state['layer1.1.running_var'].dtype == torch.float32
+    assert shipped.stat().st_size < 0.6 * (tmp_path / 'settled.ckpt').stat().st_size
+    loaded = resnet()
+    load_checkpoint(loaded, str(shipped))  # its line in SHA256SUMS is right
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(loaded.eval()(x), model.eval()(x), rtol=1e-2, atol=1e-2)
+    with pytest.raises(CheckpointError, match='not scaled for the Adam epoch'):
+        save_checkpoint(resnet().state_dict(), str(tmp_path / 'raw.ckpt'))
+        tool.main([str(tmp_path / 'raw.ckpt')])

@@ -4,8 +4,10 @@ and list its sha256 in checkpoints/SHA256SUMS (main.py checks that line).
     python -m tools.ship_checkpoint outputs/vgg16.ckpt
 
 The one way to replace a shipped checkpoint (main.py --out and train.py
---out never do). Ship a new one only when it beats the old one on the
-validation split: every version stays in git history.
+--out never do). Weights are stored in half precision where they fit, as
+train.py stores them, so a float32 file (say one main.py saved) ships at half
+the size: measure the shipped file. Ship a new one only when it beats the old
+one on the validation split: every version stays in git history.
 """
 import os
 import sys
@@ -13,7 +15,7 @@ import sys
 from helpers import flags
 from helpers.checkpoints import CheckpointError, load_checkpoint, read_state_dict, ship_checkpoint
 from helpers.model_table import MODELS, PRETRAINED, TITLES, identify
-from helpers.weight_scaling import looks_scaled
+from helpers.weight_scaling import compact, looks_scaled
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -32,7 +34,7 @@ def main(argv):
         raise CheckpointError(f'{source} is not scaled for the Adam epoch; run python -m tools.scale_weights '
                               f'{source} SCALED.ckpt and ship that')
     target = os.path.join(ROOT, PRETRAINED[name])
-    ship_checkpoint(state, target)
+    ship_checkpoint(compact(state), target)
     print(f'{PRETRAINED[name]}: now the shipped {TITLES[name]} checkpoint (SHA256SUMS updated)')
 
 
