@@ -119,7 +119,9 @@ def test_ctrl_c_exits_130_and_keeps_the_earlier_output(image_folder, checkpoints
     p = subprocess.Popen([sys.executable, os.path.join(ROOT, 'main.py'), '--data', image_folder,
                           '--checkpoint', checkpoints['resnet50'], '--out', out, '--epochs', '50',
                           '--batch-size', '3'], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, env=dict(os.environ, PYTHONUNBUFFERED='1'))
+                         text=True, env=dict(os.environ, PYTHONUNBUFFERED='1'),
+                         # as from a terminal: a shell's background job (CI run with &) starts with Ctrl-C ignored
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     p.stdout.readline()  # data loaded, training about to start
     time.sleep(2)
     p.send_signal(signal.SIGINT)
