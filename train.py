@@ -126,7 +126,7 @@ def main():
                                                    holdout=args.holdout, test_batch_size=500, rank=rank, world=world)
     log(f'{len(train_loader.labels)} training images, {len(val_loader.labels)} validation images '
         + ('(held out of the training split)' if args.holdout else '(the test split)'))
-    model = fast_path.prepare(build(args), device)
+    model = fast_path.prepare(build(args), device, bf16=isinstance(autocast, torch.autocast))
     net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
 
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum, nesterov=True,

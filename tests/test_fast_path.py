@@ -12,7 +12,7 @@ def test_prepared_resnet_computes_the_same_forward_and_gradients():
     # batch of 6) cannot hide a real difference
     torch.manual_seed(0)
     model = MODELS['resnet50']().double()
-    fast = fast_path.prepare(copy.deepcopy(model), torch.device('cpu'))
+    fast = fast_path.prepare(copy.deepcopy(model), torch.device('cpu'), bf16=True)  # always swaps 1x1 convs
     swapped = [m for m in fast.modules() if isinstance(m, fast_path.PointwiseConv2d)]
     assert len(swapped) == 39  # 26 in the blocks' layers, 13 shortcuts
     assert fast.state_dict().keys() == model.state_dict().keys()
@@ -35,3 +35,13 @@ def test_strided_pointwise_conv_matches_conv2d():
     fast.__class__ = fast_path.PointwiseConv2d
     x = torch.randn(3, 8, 5, 5)
     assert torch.allclose(conv(x), fast(x), atol=1e-6)
+
+
+def test_1x1_convolutions_are_swapped_only_where_gemm_measured_faster(monkeypatch):
+    def swapped(capability, bf16):
+        monkeypatch.setattr(torch.backends.cpu, 'get_cpu_capability', lambda: capability)
+        model = fast_path.prepare(MODELS['resnet50'](), torch.device('cpu'), bf16=bf16)
+        return sum(isinstance(m, fast_path.PointwiseConv2d) for m in model.modules())
+    assert swapped('AVX2', bf16=False) == 39
+    assert swapped('AVX512', bf16=False) == 0  # oneDNN's float32 1x1 kernels win there
+    assert swapped('AVX512', bf16=True) == 39
