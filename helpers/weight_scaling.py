@@ -110,9 +110,10 @@ def rescale_vgg(model, total_bits=60):
     sizes = [math.log2(layer.weight.abs().mean().item()) for layer in layers]
     target = (total_bits + sum(sizes)) / len(layers)
     bits = [max(0, math.floor(target - size)) for size in sizes]
-    for i in sorted(range(len(layers)), key=lambda i: math.floor(target - sizes[i]) - (target - sizes[i])):
-        if sum(bits) < total_bits:  # the bits rounding left over, to the layers it cut most
-            bits[i] += 1
+    # the bits that rounding down left over go to the layers it cut most
+    leftover = max(0, total_bits - sum(bits))
+    for i in sorted(range(len(layers)), key=lambda i: math.floor(target - sizes[i]) - (target - sizes[i]))[:leftover]:
+        bits[i] += 1
     total = 1.0
     for layer, b in zip(layers, bits):
         total *= 2.0 ** b
