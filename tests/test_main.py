@@ -11,7 +11,8 @@ import torch
 
 from conftest import ROOT, make_image_folder, run_main
 from helpers.checkpoints import load_checkpoint
-from helpers.model_table import MODELS
+from helpers.model_table import MODELS, PRETRAINED
+from helpers.weight_scaling import largest_safe_batch
 
 ACCURACY = re.compile(r'^Accuracy of the model on the test images: (\d+(\.\d+)?) %$', re.M)
 STEP = re.compile(r'^Epoch \[1/1\], Step \[100/100\] Loss: \d+\.\d{4}$', re.M)
@@ -223,7 +224,10 @@ def test_vgg16_cannot_train_on_batches_of_one(image_folder, checkpoints):
 
 def test_a_batch_too_large_for_the_scaled_vgg16_is_one_line_before_any_data(tmp_path):
     # the shipped VGG16's head BatchNorm would overflow float32 and output zeros: stop, do not train on
-    r = run_main('--model', 'vgg16', '--batch-size', 5000, '--data', tmp_path / 'no-data-here', '--out',
+    model = MODELS['vgg16']()
+    load_checkpoint(model, os.path.join(ROOT, PRETRAINED['vgg16']))
+    limit = largest_safe_batch(model)
+    r = run_main('--model', 'vgg16', '--batch-size', limit + 1, '--data', tmp_path / 'no-data-here', '--out',
                  tmp_path / 'o.ckpt')
-    one_line_error(r, r'--batch-size 5000 is too large for this checkpoint.*use --batch-size \d+ or less')
+    one_line_error(r, rf'--batch-size {limit + 1} is too large for this checkpoint.*use --batch-size {limit} or less')
     assert not (tmp_path / 'o.ckpt').exists()
