@@ -148,3 +148,26 @@ def test_scale_weights_tool_refuses_in_one_line(tmp_path):
         assert r.returncode == 1 and 'Traceback' not in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1 and message in r.stderr
         assert not (tmp_path / 'o.ckpt').exists()
+
+
+def test_a_vgg16_whose_head_varies_more_is_scaled_less_and_keeps_batches_safe():
+    # a 19-epoch VGG16 had head variances ~0.2: 2^60 would have allowed batches of 529 only
+    from helpers.weight_scaling import largest_safe_batch
+    usual, wide = trained_looking('vgg16'), trained_looking('vgg16')
+    with torch.no_grad():  # the same function, with a head input 16x wider: variance x 256
+        wide.classifier[1].weight.mul_(16)
+        wide.classifier[1].bias.mul_(16)
+        wide.classifier[2].running_mean.mul_(16)
+        wide.classifier[2].running_var.add_(1e-5).mul_(256).sub_(1e-5)
+    x = torch.randn(16, 3, 32, 32)
+    with torch.no_grad():
+        expected = wide(x)
+    head_var = wide.classifier[2].running_var.max()
+    assert largest_safe_batch(scale_for_adam(copy.deepcopy(usual))) > 4000  # 2^60 in full: checked below
+    scaled = scale_for_adam(wide)
+    assert largest_safe_batch(scaled) >= 4000
+    assert looks_scaled(scaled)
+    with torch.no_grad():
+        assert torch.allclose(scaled(x), expected, rtol=1e-4, atol=1e-5)
+    growth = (scaled.classifier[2].running_var.max() / head_var).log2().item()
+    assert 100 <= growth < 120  # variance x 2^growth: scaled less than the full 2^60, still far beyond Adam's steps
