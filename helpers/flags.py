@@ -124,6 +124,10 @@ def check_batch_size(model, batch_size):
     """Stop with one line when fine-tuning `model` in batches of `batch_size` would overflow its BatchNorm."""
     from helpers.weight_scaling import largest_safe_batch
     limit = largest_safe_batch(model)
+    if limit is not None and limit < 1:  # a fine-tune in huge batches (or a damaged file) left it at float32's edge
+        raise UsageError("this checkpoint cannot be fine-tuned at any batch size: a BatchNorm's running variance is "
+                         "at the edge of float32 (or past it), so training statistics would overflow; use --eval-only, "
+                         "or fine-tune the shipped checkpoint")
     if limit is not None and batch_size > limit:
         raise UsageError(f"--batch-size {batch_size} is too large for this checkpoint: its weights are scaled up "
                          f"to survive the Adam epoch (see the README), and BatchNorm's statistics over more than "

@@ -231,3 +231,16 @@ def test_a_batch_too_large_for_the_scaled_vgg16_is_one_line_before_any_data(tmp_
                  tmp_path / 'o.ckpt')
     one_line_error(r, rf'--batch-size {limit + 1} is too large for this checkpoint.*use --batch-size {limit} or less')
     assert not (tmp_path / 'o.ckpt').exists()
+
+
+@pytest.mark.parametrize('variance', [3e38, float('inf')])
+def test_a_vgg16_whose_head_statistics_overflowed_cannot_be_fine_tuned(tmp_path, variance):
+    # found on a GPU: a checkpoint saved after its head BatchNorm overflowed asked for "--batch-size 0 or less"
+    model = MODELS['vgg16']()
+    load_checkpoint(model, os.path.join(ROOT, PRETRAINED['vgg16']))
+    model.classifier[2].running_var[7] = variance
+    torch.save(model.state_dict(), tmp_path / 'overflowed.ckpt')
+    r = run_main('--model', 'vgg16', '--checkpoint', tmp_path / 'overflowed.ckpt', '--data', tmp_path / 'no-data-here',
+                 '--out', tmp_path / 'o.ckpt')
+    one_line_error(r, 'cannot be fine-tuned at any batch size.*use --eval-only')
+    assert not (tmp_path / 'o.ckpt').exists()
