@@ -124,7 +124,7 @@ def check_batch_size(model, batch_size):
     """Stop with one line when fine-tuning `model` in batches of `batch_size` would overflow its BatchNorm."""
     from helpers.weight_scaling import largest_safe_batch
     limit = largest_safe_batch(model)
-    if limit is not None and limit < 1:  # a fine-tune in huge batches (or a damaged file) left it at float32's edge
+    if limit is not None and limit < 1:  # saved after a fine-tune that overflowed, or damaged
         raise UsageError("this checkpoint cannot be fine-tuned at any batch size: a BatchNorm's running variance is "
                          "at the edge of float32 (or past it), so training statistics would overflow; use --eval-only, "
                          "or fine-tune the shipped checkpoint")
