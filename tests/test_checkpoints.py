@@ -79,7 +79,7 @@ def test_checkpoint_carrying_code_is_refused_and_the_code_never_runs(tmp_path):
         load_checkpoint(resnet(), str(tmp_path / 'evil.ckpt'))
     assert not marker.exists()
     with open(tmp_path / 'evil.pkl', 'wb') as f:  # a plain pickle, not a torch zip file
-        pickle.dump(Payload(str(marker)), f)
+        pickle.dump(Payload(str(marker)), f, protocol=2)  # the protocol torch.save uses
     with pytest.raises(CheckpointError, match=r'refused to load .*evil\.pkl: it holds pickled code'):
         read_state_dict(str(tmp_path / 'evil.pkl'))
     assert not marker.exists()
