@@ -222,10 +222,15 @@ def test_vgg16_cannot_train_on_batches_of_one(image_folder, checkpoints):
                             '--checkpoint', checkpoints['vgg16']), '--batch-size 1 cannot train VGG16')
 
 
-def test_a_batch_too_large_for_the_scaled_vgg16_is_one_line_before_any_data(tmp_path):
-    # the shipped VGG16's head BatchNorm would overflow float32 and output zeros: stop, do not train on
+def shipped_vgg16():
     model = MODELS['vgg16']()
     load_checkpoint(model, os.path.join(ROOT, PRETRAINED['vgg16']))
+    return model
+
+
+def test_a_batch_too_large_for_the_scaled_vgg16_is_one_line_before_any_data(tmp_path):
+    # the shipped VGG16's head BatchNorm would overflow float32 and output zeros: stop, do not train on
+    model = shipped_vgg16()
     limit = largest_safe_batch(model)
     r = run_main('--model', 'vgg16', '--batch-size', limit + 1, '--data', tmp_path / 'no-data-here', '--out',
                  tmp_path / 'o.ckpt')
@@ -236,8 +241,7 @@ def test_a_batch_too_large_for_the_scaled_vgg16_is_one_line_before_any_data(tmp_
 @pytest.mark.parametrize('variance', [3e38, float('inf')])
 def test_a_vgg16_whose_head_statistics_overflowed_cannot_be_fine_tuned(tmp_path, variance):
     # found on a GPU: a checkpoint saved after its head BatchNorm overflowed asked for "--batch-size 0 or less"
-    model = MODELS['vgg16']()
-    load_checkpoint(model, os.path.join(ROOT, PRETRAINED['vgg16']))
+    model = shipped_vgg16()
     model.classifier[2].running_var[7] = variance
     torch.save(model.state_dict(), tmp_path / 'overflowed.ckpt')
     r = run_main('--model', 'vgg16', '--checkpoint', tmp_path / 'overflowed.ckpt', '--data', tmp_path / 'no-data-here',
