@@ -131,8 +131,10 @@ def main():
 
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum, nesterov=True,
                                 weight_decay=args.weight_decay)
+    # warm-up: the first quarter of the steps; OneCycleLR divides by zero when that is exactly one step
+    warmup = 0.3 if args.epochs * len(train_loader) == 4 else 0.25
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, epochs=args.epochs,
-                                                    steps_per_epoch=len(train_loader), pct_start=0.25)
+                                                    steps_per_epoch=len(train_loader), pct_start=warmup)
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     history, first = [], 0
     if state:

@@ -82,6 +82,15 @@ def test_train_under_torchrun_with_two_processes(image_folder, tmp_path):
     assert r.returncode == 0, r.stderr
 
 
+def test_a_run_of_four_steps_in_all_trains(image_folder, tmp_path):
+    # 300 images, batch 150, 2 epochs: a one-step warm-up, where OneCycleLR itself divides by zero
+    r = run_main('--model', 'resnet50', '--data', image_folder, '--holdout', 0, '--epochs', 2, '--batch-size', 150,
+                 '--device', 'cpu', '--out', tmp_path / 'four.ckpt', script='train.py')
+    assert r.returncode == 0, r.stderr[-2000:]
+    lrs = [h['lr'] for h in json.loads((tmp_path / 'four.ckpt.state.json').read_text())]
+    assert lrs[0] < lrs[1] <= 0.1  # epoch 2 starts after the warm-up, at or below the peak
+
+
 def test_bad_train_flags_are_one_line(tmp_path):
     r = run_main('--model', 'vgg16', '--epochs', '0', '--out', 'x.ckpt', script='train.py')
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
