@@ -101,6 +101,8 @@ def main():
     if args.resume:
         state = read_training_state(args.resume)
         args.__dict__.update(state['args'], state=args.resume, resume=args.resume, stop_after=args.stop_after)
+    flags.check_output(args.out, '--out')  # at once, not after hours of training
+    flags.check_output(args.state, '--state')
     world = int(os.environ.get('WORLD_SIZE', 1))
     rank = int(os.environ.get('RANK', 0))
     device = devices.pick_device(args.device)

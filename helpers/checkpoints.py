@@ -160,11 +160,16 @@ def _write(obj, path):
             os.remove(tmp)
 
 
-def save_checkpoint(obj, path):
-    """Write `obj` (a state dict, or train.py's state) to `path` atomically; never over a shipped checkpoint."""
+def refuse_shipped(path):
+    """A CheckpointError when `path` is a shipped checkpoint (listed in SHA256SUMS beside it)."""
     if shipped_sum(path) is not None:
         raise CheckpointError(f"will not overwrite the shipped checkpoint {path}; choose another --out "
                               "(maintainers replace one with python -m tools.ship_checkpoint)")
+
+
+def save_checkpoint(obj, path):
+    """Write `obj` (a state dict, or train.py's state) to `path` atomically; never over a shipped checkpoint."""
+    refuse_shipped(path)
     _write(obj, path)
 
 

@@ -5,6 +5,7 @@ import argparse
 import math
 import os
 import sys
+import tempfile
 
 from helpers.model_table import MODELS, PRETRAINED, name_of
 
@@ -117,7 +118,35 @@ def apply_overrides(g, argv=None):
              report=args.report)
     name = args.model or type(g['model']).__name__
     g['out'] = args.out or os.path.join('outputs', f'{name}_final.ckpt')
+    if not args.eval_only:
+        check_output(g['out'], '--out')
+    if args.report:
+        check_output(args.report, '--report', folder=True)
     return name
+
+
+def check_output(path, flag, folder=False):
+    """Stop with one line, before any work, when `path` (a checkpoint file, or with `folder` a folder)
+    cannot be written: otherwise the mistake shows only after the epochs whose result it was to keep."""
+    from helpers.checkpoints import refuse_shipped
+    path = os.fspath(path)
+    if not folder:
+        if os.path.isdir(path) or path.endswith(('/', os.sep)):
+            raise UsageError(f"{flag} {path} names a folder; give a file name in it, "
+                             f"e.g. {flag} {os.path.join(path, 'model.ckpt')}")
+        refuse_shipped(path)
+    elif os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"{flag} {path} is a file; give a folder (it is made when missing)")
+    place = os.path.abspath(path if folder else os.path.dirname(os.path.abspath(path)))
+    while not os.path.exists(place):  # the folders still to be made go where the nearest existing one is
+        place = os.path.dirname(place)
+    if not os.path.isdir(place):
+        raise UsageError(f"{flag} {path}: {place} is a file, not a folder; choose another {flag}")
+    try:
+        with tempfile.TemporaryFile(dir=place):
+            pass
+    except OSError as e:
+        raise UsageError(f"{flag} {path}: cannot write in {place} ({e.strerror or e}); choose another {flag}") from None
 
 
 def check_batch_size(model, batch_size):

@@ -107,6 +107,24 @@ def test_data_and_checkpoint_mistakes_are_one_line(image_folder, checkpoints, tm
     assert not any((tmp_path / 'empty').rglob('*.py'))
 
 
+def test_an_output_that_cannot_be_written_is_one_line_before_any_work(checkpoints, tmp_path):
+    # found by hand: these failed only after the epoch, and --report with a traceback
+    (tmp_path / 'a-file').write_text('kept')
+    shipped = os.path.join(ROOT, PRETRAINED['resnet50'])
+    before = open(shipped, 'rb').read()
+    for args, message in [
+            (['--out', tmp_path], r'--out .* names a folder; give a file name in it'),
+            (['--out', str(tmp_path / 'new') + os.sep], r'--out .*new/ names a folder'),
+            (['--out', tmp_path / 'a-file' / 'x.ckpt'], r'a-file is a file, not a folder; choose another --out'),
+            (['--out', shipped], r'will not overwrite the shipped checkpoint'),
+            (['--eval-only', '--report', tmp_path / 'a-file'], r'--report .*a-file is a file; give a folder')]:
+        # no data there: the output is checked first, before the data and the epoch
+        one_line_error(run_main('--data', tmp_path / 'no-data-here', '--checkpoint', checkpoints['resnet50'], *args),
+                       message)
+    assert (tmp_path / 'a-file').read_text() == 'kept' and open(shipped, 'rb').read() == before
+    assert not (tmp_path / 'new').exists()
+
+
 def test_the_default_model_is_resnet50_with_its_shipped_path(tmp_path):
     # run from an empty folder: the relative default path is not found, and the message says where it looked
     r = run_main('--data', tmp_path, '--eval-only', cwd=tmp_path)

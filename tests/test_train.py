@@ -98,3 +98,18 @@ def test_bad_train_flags_are_one_line(tmp_path):
     assert r.returncode == 2 and '--batch-norm is for --model vgg16' in r.stderr
     r = run_main('--resume', tmp_path / 'none.state', script='train.py')
     assert r.returncode == 1 and 'training state not found' in r.stderr and 'Traceback' not in r.stderr
+
+
+def test_an_out_that_cannot_be_written_stops_train_at_once(tmp_path):
+    # it used to fail (or refuse the shipped file) only when the finished run was saved, hours later
+    shipped = os.path.join(ROOT, 'checkpoints', 'resnet50_cifar10.ckpt')
+    no_data = tmp_path / 'no-data-here'
+    r = run_main('--model', 'resnet50', '--data', no_data, '--out', shipped, script='train.py')
+    assert r.returncode == 1 and 'will not overwrite the shipped checkpoint' in r.stderr, r.stderr
+    r = run_main('--model', 'resnet50', '--data', no_data, '--out', tmp_path, script='train.py')
+    assert r.returncode == 1 and 'names a folder; give a file name in it' in r.stderr, r.stderr
+    (tmp_path / 'a-file').write_text('kept')
+    r = run_main('--model', 'resnet50', '--data', no_data, '--out', tmp_path / 'x.ckpt',
+                 '--state', tmp_path / 'a-file' / 'x.state', script='train.py')
+    assert r.returncode == 1 and 'a-file is a file, not a folder; choose another --state' in r.stderr, r.stderr
+    assert 'Traceback' not in r.stderr and (tmp_path / 'a-file').read_text() == 'kept'
