@@ -52,6 +52,10 @@ def shipped_sum(path):
 def read_state_dict(path):
     """The state dict in `path`, read as weights only, or a CheckpointError."""
     if not os.path.isfile(path):
+        project = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        if not os.path.isabs(path) and os.path.isfile(os.path.join(project, path)):  # run from another folder
+            raise CheckpointError(f"checkpoint not found: {path} (looked in {os.path.abspath(path)}); "
+                                  f"relative paths start from the folder you run in: cd {project} first")
         raise CheckpointError(f"checkpoint not found: {path} (looked in {os.path.abspath(path)}); "
                               "pass --checkpoint PATH, or make one with train.py (see README)")
     with open(path, 'rb') as f:
