@@ -9,6 +9,7 @@ import torch
 
 from conftest import ROOT, run_main
 from helpers.devices import cpu_has_native_bf16
+from helpers.model_table import PRETRAINED
 
 
 def accuracy_of(line_prefix, text):
@@ -102,7 +103,7 @@ def test_bad_train_flags_are_one_line(tmp_path):
 
 def test_an_out_that_cannot_be_written_stops_train_at_once(tmp_path):
     # it used to fail (or refuse the shipped file) only when the finished run was saved, hours later
-    shipped = os.path.join(ROOT, 'checkpoints', 'resnet50_cifar10.ckpt')
+    shipped = os.path.join(ROOT, PRETRAINED['resnet50'])
     no_data = tmp_path / 'no-data-here'
     r = run_main('--model', 'resnet50', '--data', no_data, '--out', shipped, script='train.py')
     assert r.returncode == 1 and 'will not overwrite the shipped checkpoint' in r.stderr, r.stderr
