@@ -53,6 +53,8 @@ def parse(argv=None):
     p.add_argument('--momentum', type=float, default=0.9)
     p.add_argument('--weight-decay', type=float, default=5e-4)
     p.add_argument('--label-smoothing', type=float, default=0.0)
+    p.add_argument('--cutout', type=flags.nonnegative_int, default=0, metavar='N',
+                   help='blank a random N x N square of every training image (Cutout; 0: off)')
     p.add_argument('--batch-norm', action='store_true',
                    help='VGG16: train with BatchNorm after each convolution, folded away before saving')
     p.add_argument('--holdout', type=flags.nonnegative_int, default=5000,
@@ -125,8 +127,10 @@ def main():
     torch.manual_seed(args.seed)
 
     train_loader, val_loader = data.tensor_loaders(args.data, args.batch_size, device, args.seed,
-                                                   holdout=args.holdout, test_batch_size=500, rank=rank, world=world)
-    log(f'{len(train_loader.labels)} training images, {len(val_loader.labels)} validation images '
+                                                   holdout=args.holdout, test_batch_size=500, rank=rank, world=world,
+                                                   cutout=args.cutout)
+    log(f'{len(train_loader.labels)} training images{f" (Cutout {args.cutout}x{args.cutout})" if args.cutout else ""}, '
+        f'{len(val_loader.labels)} validation images '
         + ('(held out of the training split)' if args.holdout else '(the test split)'))
     model = fast_path.prepare(build(args), device, bf16=isinstance(autocast, torch.autocast))
     net = nn.parallel.DistributedDataParallel(model) if world > 1 else model

@@ -190,12 +190,12 @@ def hold_out(images, labels, n):
 
 
 def tensor_loaders(root, batch_size, device, seed=None, train=True, holdout=0, test_batch_size=None,
-                   rank=0, world=1):
+                   rank=0, world=1, cutout=0):
     """(train, test) TensorLoaders over decoded images on `device`, in channels_last.
 
     train=False decodes only the test split (train is None). With `holdout`,
     the test loader is that many images held out of the training split, and the
-    test split is not read at all.
+    test split is not read at all. `cutout` > 0 adds Cutout to the training batches.
     """
     train_data = decode(root, 'train') if train or holdout else None
     if holdout:
@@ -206,7 +206,7 @@ def tensor_loaders(root, batch_size, device, seed=None, train=True, holdout=0, t
     if not train:
         return None, test
     return TensorLoader(*train_data, batch_size, train=True, device=device, channels_last=True, seed=seed,
-                        rank=rank, world=world), test
+                        rank=rank, world=world, cutout=cutout), test
 
 
 def random_crop_flip(images, padding=4, generator=None):
@@ -228,6 +228,23 @@ def random_crop_flip(images, padding=4, generator=None):
                   rows[:, None, :, None], cols[:, None, None, :]]
 
 
+def cutout(images, size, generator=None):
+    """Cutout (DeVries & Taylor, 2017): each image loses a size x size square, 0 after normalization.
+
+    The square's centre is anywhere in the image, so near an edge only part of
+    it falls inside. Train-time only, for recipes that need more regularization
+    than crop and flip; main.py's assignment pipeline does not use it.
+    """
+    n, _, h, w = images.shape
+    dev = images.device
+    cy = torch.randint(0, h, (n, 1), generator=generator).to(dev) - size // 2
+    cx = torch.randint(0, w, (n, 1), generator=generator).to(dev) - size // 2
+    rows = torch.arange(h, device=dev) - cy  # row index relative to the square's top edge
+    cols = torch.arange(w, device=dev) - cx
+    inside = ((rows >= 0) & (rows < size))[:, :, None] & ((cols >= 0) & (cols < size))[:, None, :]
+    return images.masked_fill(inside[:, None], 0)
+
+
 class TensorLoader:
     """Batches of normalized float images from decoded uint8 tensors.
 
@@ -238,11 +255,11 @@ class TensorLoader:
     """
 
     def __init__(self, images, labels, batch_size=100, train=False, device='cpu',
-                 channels_last=False, seed=None, rank=0, world=1):
+                 channels_last=False, seed=None, rank=0, world=1, cutout=0):
         self.images = images.to(device)
         self.labels = labels.to(device)
         self.batch_size, self.train, self.device = batch_size, train, torch.device(device)
-        self.channels_last, self.rank, self.world = channels_last, rank, world
+        self.channels_last, self.rank, self.world, self.cutout = channels_last, rank, world, cutout
         self.generator = torch.Generator()
         self.generator.manual_seed(torch.initial_seed() if seed is None else seed)
         shape = (1, 3, 1, 1)
@@ -268,6 +285,8 @@ class TensorLoader:
                 x = random_crop_flip(x, generator=self.generator)
             # ToTensor's /255 and Normalize in one step
             x = (x.float() - self.mean) / self.std
+            if self.train and self.cutout:
+                x = cutout(x, self.cutout, generator=self.generator)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, self.labels[idx]

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from helpers import data
-from helpers.data import CLASSES, DataError, TensorLoader, decode, random_crop_flip
+from helpers.data import CLASSES, DataError, TensorLoader, cutout, decode, random_crop_flip
 
 
 def test_crop_flip_is_a_window_of_the_zero_padded_image_and_covers_every_offset():
@@ -33,6 +33,34 @@ def test_crop_flip_is_a_window_of_the_zero_padded_image_and_covers_every_offset(
     flipped = torch.tensor([not any(torch.equal(first[i], windows[(oy, ox, False)][0])
                                     for oy in range(9) for ox in range(9)) for i in range(400)])
     assert 0.4 < flipped.float().mean() < 0.6
+
+
+def test_cutout_blanks_one_square_per_image_the_same_in_every_channel():
+    n, size = 2000, 8
+    images = torch.rand(n, 3, 32, 32) + 1  # nothing is 0 before
+    out = cutout(images, size, generator=torch.Generator().manual_seed(0))
+    blank = out == 0
+    assert torch.equal(out[~blank], images[~blank])
+    assert (blank == blank[:, :1]).all()
+    rows, cols = blank[:, 0].any(2), blank[:, 0].any(1)
+    heights, widths = rows.sum(1), cols.sum(1)
+    # the blanked pixels are exactly the rectangle of the rows and columns they touch, at most size x size
+    assert torch.equal(blank[:, 0], rows[:, :, None] & cols[:, None, :])
+    assert heights.max() == widths.max() == size and heights.min() >= size // 2
+    assert 0.4 < ((heights == size) & (widths == size)).float().mean() < 0.8  # whole when away from the edges
+    assert blank[:, 0, 0].any() and blank[:, 0, -1].any() and blank[:, 0, :, 0].any() and blank[:, 0, :, -1].any()
+
+
+def test_the_train_loader_applies_cutout_after_the_same_crop_and_flip():
+    images = torch.randint(1, 255, (100, 3, 32, 32), dtype=torch.uint8)
+    labels = torch.arange(100)
+    plain, cut = (next(iter(TensorLoader(images, labels, 100, train=True, seed=0, cutout=c))) for c in (0, 12))
+    assert torch.equal(plain[1], cut[1])
+    blank = cut[0] == 0
+    assert blank.any(0).any() and (blank.flatten(1).sum(1) > 0).all()
+    assert torch.equal(cut[0][~blank], plain[0][~blank])
+    test = TensorLoader(images, labels, 100, cutout=12)  # never on test batches
+    assert not (next(iter(test))[0] == 0).any()
 
 
 def test_test_batches_equal_torchvisions_transform(image_folder):

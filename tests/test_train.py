@@ -38,10 +38,10 @@ def test_two_epochs_stop_resume_two_more_equal_four_straight(image_folder, tmp_p
     shutil.copytree(os.path.join(image_folder, 'train'), data / 'train')
     # on the CPU, where a run is repeatable to the last bit
     common = ['--model', 'resnet50', '--data', data, '--holdout', 50, '--epochs', 4, '--batch-size', 64,
-              '--device', 'cpu', '--no-rescale', '--full-precision']
+              '--cutout', 8, '--device', 'cpu', '--no-rescale', '--full-precision']
     r = run_main(*common, '--out', tmp_path / 'straight.ckpt', script='train.py')
     assert r.returncode == 0, r.stderr
-    assert '250 training images, 50 validation images (held out of the training split)' in r.stdout
+    assert '250 training images (Cutout 8x8), 50 validation images (held out of the training split)' in r.stdout
     r = run_main(*common, '--out', tmp_path / 'pieces.ckpt', '--stop-after', 2, script='train.py')
     assert r.returncode == 0, r.stderr
     assert 'stopped after epoch 2 of 4' in r.stdout and not (tmp_path / 'pieces.ckpt').exists()
