@@ -43,7 +43,7 @@ from vgg16_full import VGG, cfg, make_layers
 
 
 def parse(argv=None):
-    p = flags.Parser(prog='train.py', description=__doc__.splitlines()[0])
+    p = flags.Parser(prog='python train.py', description=__doc__.splitlines()[0])
     p.add_model_flag()
     p.add_argument('--data', metavar='DIR', default='./data', help='CIFAR-10 root or image folder')
     p.add_argument('--epochs', type=flags.positive_int, default=30)

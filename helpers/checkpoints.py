@@ -49,15 +49,16 @@ def shipped_sum(path):
     return None
 
 
-def read_state_dict(path):
-    """The state dict in `path`, read as weights only, or a CheckpointError."""
+def read_state_dict(path, missing_hint='pass --checkpoint PATH, or make one with train.py (see README)'):
+    """The state dict in `path`, read as weights only, or a CheckpointError (`missing_hint`: what to do
+    when there is no such file, in the words of the command that was run)."""
     if not os.path.isfile(path):
         project = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         if not os.path.isabs(path) and os.path.isfile(os.path.join(project, path)):  # run from another folder
             raise CheckpointError(f"checkpoint not found: {path} (looked in {os.path.abspath(path)}); "
                                   f"relative paths start from the folder you run in: cd {project} first")
         raise CheckpointError(f"checkpoint not found: {path} (looked in {os.path.abspath(path)}); "
-                              "pass --checkpoint PATH, or make one with train.py (see README)")
+                              f"{missing_hint}")
     with open(path, 'rb') as f:
         head = f.read(len(LFS_MAGIC))
     if head == LFS_MAGIC:

@@ -57,7 +57,7 @@ def device_name(text):
 
 class Parser(argparse.ArgumentParser):
     def error(self, message):  # one line instead of the whole usage text
-        self.exit(2, f'error: {message} (see python {self.prog} --help)\n')
+        self.exit(2, f'error: {message} (see {self.prog} --help)\n')
 
     def add_model_flag(self, **kwargs):
         return self.add_argument('--model', choices=sorted(MODELS), **kwargs)
@@ -70,7 +70,7 @@ class Parser(argparse.ArgumentParser):
 
 def parser(defaults):
     p = Parser(
-        prog='main.py',
+        prog='python main.py',
         description='Fine-tune a pretrained VGG16 or ResNet50_layer4 on CIFAR-10 for one epoch '
                     '(Adam, lr 0.001, batch 100) and print its test accuracy. '
                     "Defaults are the globals at the top of main.py.")

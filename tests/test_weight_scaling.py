@@ -1,6 +1,8 @@
 """Folding BatchNorm and scale_for_adam keep the function, and scaling makes Adam's steps small next to the weights."""
 import copy
 
+import os
+
 import pytest
 import torch
 import torch.nn as nn
@@ -149,6 +151,29 @@ def test_scale_weights_tool_refuses_in_one_line(tmp_path):
         assert r.returncode == 1 and 'Traceback' not in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1 and message in r.stderr
         assert not (tmp_path / 'o.ckpt').exists()
+
+
+def test_the_maintainer_tools_answer_help_and_mistakes_in_one_line(tmp_path):
+    import subprocess
+    import sys
+    from conftest import ROOT
+    missing = str(tmp_path / 'nope.ckpt')
+    for tool, args, rc, message in (
+            ('ship_checkpoint', ['--help'], 0, 'usage: python -m tools.ship_checkpoint'),
+            ('ship_checkpoint', [], 2, 'error: the following arguments are required: TRAINED.ckpt'),
+            ('ship_checkpoint', ['--force', 'x.ckpt'], 2, 'error: unrecognized arguments: --force'),
+            ('ship_checkpoint', [missing], 1, f'checkpoint not found: {missing}'),
+            ('scale_weights', [missing], 2, 'required: OUT.ckpt'),
+            ('scale_weights', [missing, str(tmp_path / 'o.ckpt')], 1, 'a checkpoint train.py wrote'),
+            ('training_curves', ['run.json'], 2, 'required: png')):
+        r = subprocess.run([sys.executable, '-m', f'tools.{tool}', *args], cwd=ROOT, capture_output=True, text=True)
+        assert r.returncode == rc, (tool, args, r.stderr)
+        if rc:
+            assert len(r.stderr.strip().splitlines()) == 1 and message in r.stderr, r.stderr
+            assert '--checkpoint' not in r.stderr  # main.py's advice, not these tools'
+        else:
+            assert message in r.stdout
+    assert os.listdir(tmp_path) == []
 
 
 def test_a_vgg16_whose_head_varies_more_is_scaled_less_and_keeps_batches_safe():

@@ -48,7 +48,7 @@ def run(args, data, plain, out):
 
 
 def main():
-    p = Parser(prog='tools.benchmark', description=__doc__.splitlines()[0])
+    p = Parser(prog='python -m tools.benchmark', description=__doc__.splitlines()[0])
     p.add_argument('--data', required=True)
     p.add_model_flag(default='resnet50')
     p.add_argument('--checkpoint', required=True)

@@ -5,19 +5,19 @@ moves it (what train.py does before saving), for one trained with --no-rescale.
 
 The function is the same; see helpers/weight_scaling.py for why.
 """
-import sys
-
 from helpers import flags
 from helpers.checkpoints import CheckpointError, load_checkpoint, read_state_dict, save_checkpoint
 from helpers.model_table import MODELS, TITLES, identify
 from helpers.weight_scaling import ScalingError, compact, scale_for_adam
 
 
-def main(argv):
-    if len(argv) != 2:
-        raise flags.UsageError('usage: python -m tools.scale_weights RAW.ckpt OUT.ckpt')
-    raw, out = argv
-    name = identify(read_state_dict(raw))
+def main(argv=None):
+    p = flags.Parser(prog='python -m tools.scale_weights', description=__doc__.splitlines()[0])
+    p.add_argument('raw', metavar='RAW.ckpt', help='trained with --no-rescale')
+    p.add_argument('out', metavar='OUT.ckpt')
+    args = p.parse_args(argv)
+    raw, out = args.raw, args.out
+    name = identify(read_state_dict(raw, missing_hint='give the path of a checkpoint train.py wrote'))
     if name is None:
         raise CheckpointError(f'{raw} is neither a VGG16 nor a ResNet50_layer4 state dict; nothing to scale')
     model = MODELS[name]()
@@ -32,4 +32,4 @@ def main(argv):
 
 if __name__ == '__main__':
     flags.install_friendly_errors()
-    main(sys.argv[1:])
+    main()

@@ -10,7 +10,6 @@ the size: measure the shipped file. Ship a new one only when it beats the old
 one on the validation split: every version stays in git history.
 """
 import os
-import sys
 
 from helpers import flags
 from helpers.checkpoints import CheckpointError, load_checkpoint, read_state_dict, ship_checkpoint
@@ -20,11 +19,11 @@ from helpers.weight_scaling import compact, looks_scaled
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def main(argv):
-    if len(argv) != 1:
-        raise flags.UsageError('usage: python -m tools.ship_checkpoint TRAINED.ckpt')
-    source = argv[0]
-    state = read_state_dict(source)
+def main(argv=None):
+    p = flags.Parser(prog='python -m tools.ship_checkpoint', description=__doc__.splitlines()[0])
+    p.add_argument('source', metavar='TRAINED.ckpt', help='a scaled checkpoint (what train.py writes)')
+    source = p.parse_args(argv).source
+    state = read_state_dict(source, missing_hint='give the path of a checkpoint train.py wrote')
     name = identify(state)
     if name is None:
         raise CheckpointError(f'{source} is neither a VGG16 nor a ResNet50_layer4 state dict')
@@ -40,4 +39,4 @@ def main(argv):
 
 if __name__ == '__main__':
     flags.install_friendly_errors()
-    main(sys.argv[1:])
+    main()

@@ -3,14 +3,14 @@ epoch) from the log it writes beside its state.
 
     python -m tools.training_curves outputs/vgg16.ckpt.state.json docs/vgg16_training.png --title "VGG16"
 """
-import argparse
 import json
 
+from helpers import flags
 from helpers.report import plot_training
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = flags.Parser(prog='python -m tools.training_curves', description=__doc__.splitlines()[0])
     p.add_argument('log', help="train.py's per-epoch log, STATE.json")
     p.add_argument('png')
     p.add_argument('--title', default='')
