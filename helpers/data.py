@@ -18,6 +18,7 @@ images at batch 100): BatchNorm cannot train on one image.
 import math
 import os
 import pickle
+import shutil
 
 import numpy as np
 import torch
@@ -100,6 +101,14 @@ TRAIN_BATCHES = [f'data_batch_{i}' for i in range(1, 6)]
 TEST_BATCHES = ['test_batch']
 
 
+def _first_missing_folder(path):
+    """The outermost folder of `path` that does not exist yet, or None when `path` exists."""
+    path, missing = os.path.abspath(path), None
+    while not os.path.exists(path):
+        path, missing = os.path.dirname(path), path
+    return missing
+
+
 def _read_batches(root, train, download=True):
     """(uint8 N x 32 x 32 x 3, labels) from torchvision's CIFAR-10 folder, downloading it when missing.
 
@@ -111,9 +120,12 @@ def _read_batches(root, train, download=True):
     if not os.path.isdir(folder):
         if not download:
             raise DataError(f"no CIFAR-10 in {root}; " + WHAT_TO_PUT.format(d=root))
+        made = _first_missing_folder(root)  # a mistyped --data should not leave folders behind
         try:
             torchvision.datasets.CIFAR10(root=root, train=train, download=True)
         except (OSError, RuntimeError) as e:  # no network, DNS failure, disk full, bad archive...
+            if made:
+                shutil.rmtree(made, ignore_errors=True)
             reason = getattr(e, 'reason', None) or e
             raise DataError(f"no CIFAR-10 in {root} and it could not be downloaded ({reason}); "
                             + WHAT_TO_PUT.format(d=root)) from None

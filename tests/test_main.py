@@ -102,9 +102,12 @@ def test_data_and_checkpoint_mistakes_are_one_line(image_folder, checkpoints, tm
     # the download is made to fail (a proxy nobody listens on), whether or not this machine has a network
     offline = {'HTTPS_PROXY': 'http://127.0.0.1:9', 'HTTP_PROXY': 'http://127.0.0.1:9',
                'https_proxy': 'http://127.0.0.1:9', 'http_proxy': 'http://127.0.0.1:9'}
-    one_line_error(run_main('--data', tmp_path / 'empty', '--checkpoint', checkpoints['resnet50'], env=offline),
-                   'no CIFAR-10 in .*could not be downloaded.*image folder')
-    assert not any((tmp_path / 'empty').rglob('*.py'))
+    (tmp_path / 'mine').mkdir()
+    for folder in tmp_path / 'mine', tmp_path / 'typo' / 'data':
+        one_line_error(run_main('--data', folder, '--checkpoint', checkpoints['resnet50'], env=offline),
+                       'no CIFAR-10 in .*could not be downloaded.*image folder')
+    # the download's folders are gone again; a folder that was there before stays, as it was
+    assert not (tmp_path / 'typo').exists() and list((tmp_path / 'mine').iterdir()) == []
 
 
 def test_an_output_that_cannot_be_written_is_one_line_before_any_work(checkpoints, tmp_path):
