@@ -71,13 +71,13 @@ def read_state_dict(path, missing_hint='pass --checkpoint PATH, or make one with
     try:
         state = torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as e:
-        if 'weights_only' in str(e) or 'Unsupported global' in str(e):
+        if 'Unsupported global' in str(e):  # e.g. torch.save(model): a class or function to call
             raise CheckpointError(f"refused to load {path}: it holds pickled code or objects, not just "
                                   "weights, and loading it could run that code; use a plain state dict") from None
-        raise CheckpointError(f"{path} is damaged or not a PyTorch checkpoint ({_first_line(e)}); "
+        raise CheckpointError(f"{path} is damaged or not a PyTorch checkpoint{_why(e)}; "
                               "download or copy it again") from None
     except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError) as e:
-        raise CheckpointError(f"{path} is damaged or truncated ({_first_line(e)}); "
+        raise CheckpointError(f"{path} is damaged or truncated{_why(e)}; "
                               "download or copy it again") from None
     if isinstance(state, dict) and isinstance(state.get('state_dict'), dict):
         state = state['state_dict']  # a common wrapper around the same thing
@@ -91,8 +91,12 @@ def read_state_dict(path, missing_hint='pass --checkpoint PATH, or make one with
     return state
 
 
-def _first_line(e):
-    return str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+def _why(e):
+    """torch.load's failure as ' (first line)', or '' for the weights-only unpickler's, which is
+    advice to load the file unsafely whatever the file is (a text file gets it too), not a reason."""
+    if isinstance(e, pickle.UnpicklingError):
+        return ''
+    return f" ({str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__})"
 
 
 def load_checkpoint(model, path):
@@ -128,7 +132,7 @@ def read_training_state(path):
     try:
         state = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure to read means the same thing here
-        raise CheckpointError(f"{path} is damaged or not train.py's state ({_first_line(e)}); "
+        raise CheckpointError(f"{path} is damaged or not train.py's state{_why(e)}; "
                               "start the run again without --resume") from None
     if not isinstance(state, dict) or not {'args', 'epoch', 'model', 'optimizer'} <= state.keys():
         raise CheckpointError(f"{path} is not train.py's training state; pass the file named OUT.state")

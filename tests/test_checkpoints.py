@@ -2,6 +2,7 @@
 import hashlib
 import os
 import pickle
+import re
 
 import pytest
 import torch
@@ -83,6 +84,21 @@ def test_checkpoint_carrying_code_is_refused_and_the_code_never_runs(tmp_path):
     with pytest.raises(CheckpointError, match=r'refused to load .*evil\.pkl: it holds pickled code'):
         read_state_dict(str(tmp_path / 'evil.pkl'))
     assert not marker.exists()
+
+
+def test_a_file_that_is_no_checkpoint_is_called_that_not_pickled_code(tmp_path):
+    # found by hand: main.py --checkpoint README.md said the file "holds pickled code"
+    (tmp_path / 'notes.md').write_text('# my notes\nnot weights\n')
+    (tmp_path / 'noise.ckpt').write_bytes(bytes(range(7, 256)) * 4)
+    for name in 'notes.md', 'noise.ckpt':
+        with pytest.raises(CheckpointError) as e:
+            read_state_dict(str(tmp_path / name))
+        assert re.fullmatch(rf'\S*{name} is damaged or not a PyTorch checkpoint; download or copy it again',
+                            str(e.value))
+        with pytest.raises(CheckpointError) as e:
+            read_training_state(str(tmp_path / name))
+        assert re.fullmatch(rf"\S*{name} is damaged or not train.py's state; start the run again without --resume",
+                            str(e.value))
 
 
 def shipped(tmp_path, checkpoints):
