@@ -73,7 +73,8 @@ def read_state_dict(path, missing_hint='pass --checkpoint PATH, or make one with
     except pickle.UnpicklingError as e:
         if 'Unsupported global' in str(e):  # e.g. torch.save(model): a class or function to call
             raise CheckpointError(f"refused to load {path}: it holds pickled code or objects, not just "
-                                  "weights, and loading it could run that code; use a plain state dict") from None
+                                  "weights, and loading it could run that code; save a plain state dict: "
+                                  "torch.save(model.state_dict(), PATH)") from None
         raise CheckpointError(f"{path} is damaged or not a PyTorch checkpoint{_why(e)}; "
                               "download or copy it again") from None
     except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError) as e:
