@@ -52,6 +52,10 @@ def shipped_sum(path):
 def read_state_dict(path, missing_hint='pass --checkpoint PATH, or make one with train.py (see README)'):
     """The state dict in `path`, read as weights only, or a CheckpointError (`missing_hint`: what to do
     when there is no such file, in the words of the command that was run)."""
+    if os.path.isdir(path):
+        inside = sorted(f for f in os.listdir(path) if f.endswith(('.ckpt', '.pt', '.pth')))
+        raise CheckpointError(f"{path} is a folder; give a checkpoint file" + (
+            f" in it, e.g. {os.path.join(path, inside[0])}" if inside else ""))
     if not os.path.isfile(path):
         project = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         if not os.path.isabs(path) and os.path.isfile(os.path.join(project, path)):  # run from another folder

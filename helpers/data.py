@@ -116,6 +116,9 @@ def _read_batches(root, train, download=True):
     R, G, B planes; 'labels'), read here directly: present files are enough, so
     smaller copies in the same layout (the tests make one) load too.
     """
+    if os.path.isfile(root):
+        raise DataError(f"--data {root} is a file; give the folder that holds CIFAR-10 "
+                        "(or a new one to download it into)")
     folder = os.path.join(root, TORCHVISION_FOLDER)
     if not os.path.isdir(folder):
         if not download:

@@ -31,6 +31,11 @@ def test_round_trip_and_half_precision_loads_as_float32(tmp_path):
 def test_missing_checkpoint_names_the_path(tmp_path):
     with pytest.raises(CheckpointError, match='checkpoint not found: .*nope.ckpt.*train.py'):
         load_checkpoint(resnet(), str(tmp_path / 'nope.ckpt'))
+    with pytest.raises(CheckpointError, match=r'is a folder; give a checkpoint file$'):
+        load_checkpoint(resnet(), str(tmp_path))
+    torch.save(resnet().state_dict(), tmp_path / 'mine.ckpt')
+    with pytest.raises(CheckpointError, match=r'is a folder; give a checkpoint file in it, e\.g\. .*mine\.ckpt'):
+        load_checkpoint(resnet(), str(tmp_path))
 
 
 def test_the_other_models_checkpoint_is_named(checkpoints):

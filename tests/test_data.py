@@ -118,6 +118,9 @@ def test_unreadable_or_wrong_size_image_is_named(tmp_path):
 def test_empty_directory_without_network_says_what_to_put_there(tmp_path):
     with pytest.raises(DataError, match='cifar-10-python.tar.gz.*image folder'):
         decode(str(tmp_path), 'train', download=False)
+    (tmp_path / 'cifar.tar.gz').write_bytes(b'an archive, not a folder')
+    with pytest.raises(DataError, match=r'--data .*cifar\.tar\.gz is a file; give the folder'):
+        decode(str(tmp_path / 'cifar.tar.gz'), 'train')
 
 
 def test_every_rank_takes_the_same_number_of_steps():
