@@ -165,7 +165,11 @@ def test_the_maintainer_tools_answer_help_and_mistakes_in_one_line(tmp_path):
             ('ship_checkpoint', [missing], 1, f'checkpoint not found: {missing}'),
             ('scale_weights', [missing], 2, 'required: OUT.ckpt'),
             ('scale_weights', [missing, str(tmp_path / 'o.ckpt')], 1, 'a checkpoint train.py wrote'),
-            ('training_curves', ['run.json'], 2, 'required: png')):
+            ('training_curves', ['run.json'], 2, 'required: png'),
+            ('training_curves', [str(tmp_path / 'run.json'), str(tmp_path / 'c.png')], 1, 'run.json not found'),
+            ('training_curves', [os.path.join(ROOT, 'README.md'), str(tmp_path / 'c.png')], 1,
+             "README.md is not train.py's per-epoch log"),
+            ('training_curves', [os.path.join(ROOT, 'docs'), str(tmp_path / 'c.png')], 1, 'is not train.py')):
         r = subprocess.run([sys.executable, '-m', f'tools.{tool}', *args], cwd=ROOT, capture_output=True, text=True)
         assert r.returncode == rc, (tool, args, r.stderr)
         if rc:

@@ -9,17 +9,38 @@ from helpers import flags
 from helpers.report import plot_training
 
 
-def main():
+HINT = 'give the STATE.json that train.py writes beside its state'
+FIELDS = {'epoch', 'train_loss', 'val_accuracy', 'lr'}
+
+
+def read_log(path):
+    try:
+        with open(path) as f:
+            history = json.load(f)
+    except FileNotFoundError:
+        raise flags.UsageError(f'{path} not found; {HINT}') from None
+    except (OSError, ValueError):  # a folder, unreadable, not JSON
+        history = None
+    if not (isinstance(history, list) and history and all(isinstance(h, dict) and FIELDS <= h.keys() for h in history)):
+        raise flags.UsageError(f"{path} is not train.py's per-epoch log; {HINT}")
+    return history
+
+
+def main(argv=None):
     p = flags.Parser(prog='python -m tools.training_curves', description=__doc__.splitlines()[0])
     p.add_argument('log', help="train.py's per-epoch log, STATE.json")
     p.add_argument('png')
     p.add_argument('--title', default='')
-    args = p.parse_args()
-    with open(args.log) as f:
-        history = json.load(f)
-    if plot_training(history, args.png, args.title or args.log):
+    args = p.parse_args(argv)
+    history = read_log(args.log)
+    try:
+        drawn = plot_training(history, args.png, args.title or args.log)
+    except (OSError, ValueError) as e:  # a folder that does not exist, a format matplotlib does not know
+        raise flags.UsageError(f'cannot write {args.png} ({e}); give a .png path in a folder that exists') from None
+    if drawn:
         print(f'wrote {args.png}')
 
 
 if __name__ == '__main__':
+    flags.install_friendly_errors()
     main()
