@@ -169,7 +169,9 @@ def test_the_maintainer_tools_answer_help_and_mistakes_in_one_line(tmp_path):
             ('training_curves', [str(tmp_path / 'run.json'), str(tmp_path / 'c.png')], 1, 'run.json not found'),
             ('training_curves', [os.path.join(ROOT, 'README.md'), str(tmp_path / 'c.png')], 1,
              "README.md is not train.py's per-epoch log"),
-            ('training_curves', [os.path.join(ROOT, 'docs'), str(tmp_path / 'c.png')], 1, 'is not train.py')):
+            ('training_curves', [os.path.join(ROOT, 'docs'), str(tmp_path / 'c.png')], 1, 'is not train.py'),
+            ('benchmark', ['--data', str(tmp_path), '--checkpoint', missing, '--rounds', '0'], 2,
+             'argument --rounds: must be at least 1, not 0')):
         r = subprocess.run([sys.executable, '-m', f'tools.{tool}', *args], cwd=ROOT, capture_output=True, text=True)
         assert r.returncode == rc, (tool, args, r.stderr)
         if rc:

@@ -21,7 +21,7 @@ import tempfile
 import time
 
 from helpers.data import CLASSES, layout
-from helpers.flags import Parser
+from helpers.flags import Parser, positive_int
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ACCURACY = re.compile(r'Accuracy of the model on the test images: ([\d.]+) %')
@@ -53,15 +53,15 @@ def main():
     p.add_model_flag(default='resnet50')
     p.add_argument('--checkpoint', required=True)
     p.add_device_flag()
-    p.add_argument('--train-images', type=int, help='use this many training images (image folders only)')
-    p.add_argument('--test-images', type=int, help='and this many test images')
-    p.add_argument('--rounds', type=int, default=3)
+    p.add_argument('--train-images', type=positive_int, help='use this many training images (image folders only)')
+    p.add_argument('--test-images', type=positive_int, help='and this many test images')
+    p.add_argument('--rounds', type=positive_int, default=3)
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data
         if args.train_images or args.test_images:
             if layout(args.data) != 'folder':
-                sys.exit('--train-images/--test-images need an image folder')
+                p.error(f'--train-images and --test-images need an image folder, and {args.data} is not one')
             data = subset(args.data, os.path.join(tmp, 'data'),
                           {'train': (args.train_images or 50000) // 10, 'test': (args.test_images or 10000) // 10})
         times = {True: [], False: []}
