@@ -152,6 +152,8 @@ def main():
         if device.type == 'cuda' and 'cuda_rng' in state:
             torch.cuda.set_rng_state(state['cuda_rng'], device)
         history, first = state['history'], state['epoch']
+        if first >= args.epochs:
+            log(f'the run had finished its {args.epochs} epochs; writing its checkpoint {args.out} again')
 
     for epoch in range(first, args.epochs):
         start = time.perf_counter()

@@ -57,6 +57,12 @@ def test_two_epochs_stop_resume_two_more_equal_four_straight(image_folder, tmp_p
     straight = json.loads((tmp_path / 'straight.ckpt.state.json').read_text())
     for key in ('train_loss', 'val_accuracy', 'lr'):
         assert [h[key] for h in log] == [h[key] for h in straight], key
+    # resuming a finished run trains nothing and writes the same checkpoint again (say, after it was deleted)
+    (tmp_path / 'pieces.ckpt').unlink()
+    r = run_main('--resume', state, script='train.py')
+    assert r.returncode == 0 and 'had finished its 4 epochs' in r.stdout and 'epoch 4/4' not in r.stdout, r.stderr
+    b = torch.load(tmp_path / 'pieces.ckpt')
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_the_log_says_whether_training_runs_in_bf16(image_folder, tmp_path):
