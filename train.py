@@ -10,6 +10,9 @@ The recipe: SGD with Nesterov momentum, a one-cycle learning rate, weight
 decay 5e-4, the assignment's crop and flip. `--holdout N` keeps N training
 images (the same ones every time) out of training and validates on them, so
 the test split is never looked at; `--holdout 0` validates on the test split.
+`--teacher CKPT` distils from a trained model (knowledge distillation,
+Hinton et al. 2015): the loss mixes the labels with the teacher's softened
+predictions on each training image.
 VGG16 can train with BatchNorm after every convolution (`--batch-norm`),
 folded into the convolutions before saving: what is saved is the
 assignment's BN-free VGG16, computing the same function.
@@ -33,11 +36,12 @@ import time
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from helpers import data, devices, fast_path, flags
-from helpers.checkpoints import read_training_state, save_checkpoint
-from helpers.model_table import MODELS, TITLES
+from helpers.checkpoints import CheckpointError, load_checkpoint, read_state_dict, read_training_state, save_checkpoint
+from helpers.model_table import MODELS, TITLES, identify, title_of
 from helpers.weight_scaling import compact, fold_batchnorm, scale_for_adam
 from vgg16_full import VGG, cfg, make_layers
 
@@ -57,6 +61,12 @@ def parse(argv=None):
                    help='blank a random N x N square of every training image (Cutout; 0: off)')
     p.add_argument('--batch-norm', action='store_true',
                    help='VGG16: train with BatchNorm after each convolution, folded away before saving')
+    p.add_argument('--teacher', metavar='CKPT', nargs='+',
+                   help='distil from these trained checkpoints (VGG16 or ResNet50_layer4; several: their average)')
+    p.add_argument('--distill-weight', type=float, default=0.9, metavar='W',
+                   help="with --teacher: the teacher's share of the loss, 0 to 1")
+    p.add_argument('--temperature', type=flags.positive_float, default=4.0, metavar='T',
+                   help="with --teacher: softens both models' predictions")
     p.add_argument('--holdout', type=flags.nonnegative_int, default=5000,
                    help='validate on this many training images kept out of training (0: the test split)')
     p.add_argument('--bf16', choices=['auto', 'off'], default='auto',
@@ -76,6 +86,8 @@ def parse(argv=None):
         p.error('--model and --out are required (or --resume STATE)')
     if args.batch_norm and args.model != 'vgg16':
         p.error('--batch-norm is for --model vgg16 (ResNet50_layer4 has BatchNorm already)')
+    if not 0 <= args.distill_weight <= 1:
+        p.error(f'--distill-weight must be between 0 and 1, not {args.distill_weight}')
     args.state = args.state or args.out + '.state'
     return args
 
@@ -125,6 +137,8 @@ def main():
         f'device {device}, {devices.precision(autocast, device)}, data {args.data}'
         + (f', resuming {args.resume} after epoch {state["epoch"]}' if state else ''))
     torch.manual_seed(args.seed)
+    # the teacher's file is read before the data, so that a wrong one stops the run at once
+    teachers = [load_teacher(path) for path in args.teacher or ()] if not (state and 'teacher' in state) else []
 
     train_loader, val_loader = data.tensor_loaders(args.data, args.batch_size, device, args.seed,
                                                    holdout=args.holdout, test_batch_size=500, rank=rank, world=world,
@@ -142,6 +156,15 @@ def main():
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, epochs=args.epochs,
                                                     steps_per_epoch=len(train_loader), pct_start=warmup)
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+    if args.teacher:
+        if not teachers:  # resuming: the teachers' files may have changed or gone since
+            train_loader.extra = state['teacher'].to(device)
+            log(f'distilling from {" and ".join(args.teacher)}: their predictions as saved in the state')
+        else:
+            train_loader.extra = teacher_predictions(teachers, args.teacher, train_loader, device,
+                                                     args.temperature, log)
+        log(f'loss: {1 - args.distill_weight:g} x labels + {args.distill_weight:g} x teacher '
+            f'at temperature {args.temperature:g}')
     history, first = [], 0
     if state:
         model.load_state_dict(state['model'])
@@ -162,9 +185,14 @@ def main():
         lr = scheduler.get_last_lr()[0]
         bar = tqdm(train_loader, desc=f'epoch {epoch + 1}/{args.epochs}', leave=False,
                    disable=None if main_process else True)  # None: no bar when the output is a log file
-        for images, labels in bar:
+        for images, labels, *soft in bar:
             with autocast:
-                loss = criterion(net(images), labels)
+                outputs = net(images)
+                loss = criterion(outputs, labels)
+                if soft:
+                    # T^2 keeps the soft targets' gradients the size of the labels' (Hinton et al.)
+                    distill = F.cross_entropy(outputs.float() / args.temperature, soft[0]) * args.temperature ** 2
+                    loss = (1 - args.distill_weight) * loss + args.distill_weight * distill
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -181,6 +209,7 @@ def main():
                                  model=model.state_dict(),
                                  optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
                                  rng=torch.get_rng_state(), loader_rng=train_loader.generator.get_state(),
+                                 **({'teacher': train_loader.extra.cpu()} if args.teacher else {}),
                                  **({'cuda_rng': torch.cuda.get_rng_state(device)} if device.type == 'cuda' else {})),
                             args.state)
             save_history(history, args.state)
@@ -193,6 +222,42 @@ def main():
             finish(args, model, val_loader, device, log)
     if world > 1:
         dist.destroy_process_group()
+
+
+def load_teacher(path):
+    """The model in checkpoint `path`, either of the two, or a CheckpointError."""
+    state = read_state_dict(path, missing_hint='give --teacher a checkpoint of VGG16 or ResNet50_layer4')
+    name = identify(state)
+    if name is None:
+        raise CheckpointError(f'{path} is neither a VGG16 nor a ResNet50_layer4 checkpoint; '
+                              'give --teacher one that main.py loads')
+    teacher = MODELS[name]()
+    load_checkpoint(teacher, path)
+    return teacher
+
+
+@torch.no_grad()
+def teacher_predictions(teachers, paths, loader, device, temperature, log):
+    """The teachers' softened class probabilities for every training image, computed once.
+
+    Each teacher sees each image unaugmented and mirrored, and all these
+    predictions are averaged: a steadier target than one random crop, and no
+    teacher pass per training step.
+    """
+    titles = [title_of(t) for t in teachers]
+    teachers = [fast_path.prepare(t, device).eval() for t in teachers]
+    probabilities = []
+    for idx in torch.arange(len(loader.labels), device=device).split(500):
+        x = loader.normalize(loader.images[idx])
+        if loader.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        views = [F.softmax(t(v).float() / temperature, 1) for t in teachers for v in (x, x.flip(3))]
+        probabilities.append(torch.stack(views).mean(0))
+    probabilities = torch.cat(probabilities)
+    agrees = (probabilities.argmax(1) == loader.labels).float().mean().item() * 100
+    names = ' and '.join(f'{p} ({t})' for p, t in zip(paths, titles))
+    log(f'distilling from {names}, right on {agrees:.2f} % of the training images')
+    return probabilities
 
 
 def finish(args, model, val_loader, device, log):

@@ -264,7 +264,8 @@ class TensorLoader:
     """Batches of normalized float images from decoded uint8 tensors.
 
     Yields (images, labels) on `device` like a DataLoader over the assignment's
-    transforms would. With `world` > 1 each rank reads its own share of every
+    transforms would; when `extra` is set (a tensor with a row per image, e.g.
+    a teacher's predictions), (images, labels, extra rows). With `world` > 1 each rank reads its own share of every
     epoch's permutation (DistributedDataParallel), all shares the same size so
     that every rank takes the same number of steps.
     """
@@ -281,6 +282,7 @@ class TensorLoader:
         self.mean = torch.tensor(MEAN, device=device).view(shape) * 255
         self.std = torch.tensor(STD, device=device).view(shape) * 255
         self.dataset = images  # len(loader.dataset) works as with a DataLoader
+        self.extra = None
 
     def _share(self):
         """Images per rank; with several ranks the few left over (fewer than `world`) sit out this epoch."""
@@ -298,10 +300,13 @@ class TensorLoader:
             x = self.images[idx]
             if self.train:
                 x = random_crop_flip(x, generator=self.generator)
-            # ToTensor's /255 and Normalize in one step
-            x = (x.float() - self.mean) / self.std
+            x = self.normalize(x)
             if self.train and self.cutout:
                 x = cutout(x, self.cutout, generator=self.generator)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            yield x, self.labels[idx]
+            yield (x, self.labels[idx]) if self.extra is None else (x, self.labels[idx], self.extra[idx])
+
+    def normalize(self, images):
+        """uint8 images as the float input the models take: ToTensor's /255 and Normalize in one step."""
+        return (images.float() - self.mean) / self.std

@@ -8,8 +8,10 @@ import sys
 import torch
 
 from conftest import ROOT, run_main
+from helpers.checkpoints import load_checkpoint
+from helpers.data import CLASSES, decode
 from helpers.devices import cpu_has_native_bf16
-from helpers.model_table import PRETRAINED
+from helpers.model_table import MODELS, PRETRAINED
 
 
 def accuracy_of(line_prefix, text):
@@ -120,3 +122,67 @@ def test_an_out_that_cannot_be_written_stops_train_at_once(tmp_path):
                  '--state', tmp_path / 'a-file' / 'x.state', script='train.py')
     assert r.returncode == 1 and 'a-file is a file, not a folder; choose another --state' in r.stderr, r.stderr
     assert 'Traceback' not in r.stderr and (tmp_path / 'a-file').read_text() == 'kept'
+
+
+def constant_teacher(path, class_index):
+    """A ResNet50_layer4 checkpoint that says `class_index` for every image, whatever it shows."""
+    torch.manual_seed(0)
+    model = MODELS['resnet50']()
+    fc = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
+    torch.nn.init.zeros_(fc.weight)
+    with torch.no_grad():
+        fc.bias.copy_(torch.full((10,), -5.0).index_fill_(0, torch.tensor(class_index), 5.0))
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def test_a_student_distilled_from_a_teacher_learns_what_the_teacher_says(image_folder, tmp_path):
+    # the teacher calls everything a cat; with the labels' share at 0 the student must learn that, not the labels
+    cat = CLASSES.index('cat')
+    teacher = constant_teacher(tmp_path / 'teacher.ckpt', cat)
+    out = tmp_path / 'student.ckpt'
+    r = run_main('--model', 'resnet50', '--data', image_folder, '--holdout', 0, '--epochs', 3, '--batch-size', 50,
+                 '--teacher', teacher, '--distill-weight', 1, '--temperature', 2, '--device', 'cpu',
+                 '--out', out, script='train.py')
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "(ResNet50_layer4), right on 10.00 % of the training images" in r.stdout  # 30 cats among 300
+    assert 'loss: 0 x labels + 1 x teacher at temperature 2' in r.stdout
+    model = MODELS['resnet50']().eval()
+    load_checkpoint(model, out)
+    images, _ = decode(image_folder, 'test')
+    with torch.no_grad():
+        said = model((images.float() / 255 - 0.48) / 0.2).argmax(1)
+    assert (said == cat).float().mean() >= 0.9, said.bincount(minlength=10)
+
+
+def test_a_distilled_run_resumes_bitwise_and_keeps_its_teachers(image_folder, tmp_path):
+    # two teachers, whose predictions are averaged
+    teacher = constant_teacher(tmp_path / 'teacher.ckpt', 3)
+    other = constant_teacher(tmp_path / 'other.ckpt', 5)
+    common = ['--model', 'resnet50', '--data', image_folder, '--holdout', 50, '--epochs', 2, '--batch-size', 64,
+              '--teacher', teacher, other, '--device', 'cpu', '--no-rescale', '--full-precision']
+    r = run_main(*common, '--out', tmp_path / 'straight.ckpt', script='train.py')
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f'distilling from {teacher} (ResNet50_layer4) and {other} (ResNet50_layer4), right on' in r.stdout
+    r = run_main(*common, '--out', tmp_path / 'pieces.ckpt', '--stop-after', 1, script='train.py')
+    assert r.returncode == 0, r.stderr[-2000:]
+    # the resumed run uses the predictions saved in its state, not whatever the file holds now
+    constant_teacher(teacher, 7)
+    r = run_main('--resume', tmp_path / 'pieces.ckpt.state', script='train.py')
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert 'their predictions as saved in the state' in r.stdout
+    a, b = torch.load(tmp_path / 'straight.ckpt'), torch.load(tmp_path / 'pieces.ckpt')
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_bad_distillation_flags_are_one_line(image_folder, tmp_path):
+    common = ['--model', 'resnet50', '--data', image_folder, '--holdout', 0, '--epochs', 1, '--device', 'cpu',
+              '--out', tmp_path / 'x.ckpt']
+    r = run_main(*common, '--teacher', tmp_path / 'x.ckpt', '--distill-weight', 1.5, script='train.py')
+    assert r.returncode == 2 and '--distill-weight must be between 0 and 1' in r.stderr
+    r = run_main(*common, '--teacher', tmp_path / 'missing.ckpt', script='train.py')
+    assert r.returncode == 1 and 'missing.ckpt' in r.stderr and 'give --teacher a checkpoint' in r.stderr, r.stderr
+    torch.save({'weight': torch.zeros(3)}, tmp_path / 'other.ckpt')
+    r = run_main(*common, '--teacher', tmp_path / 'other.ckpt', script='train.py')
+    assert r.returncode == 1 and 'neither a VGG16 nor a ResNet50_layer4 checkpoint' in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / 'x.ckpt').exists()
