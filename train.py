@@ -10,9 +10,9 @@ The recipe: SGD with Nesterov momentum, a one-cycle learning rate, weight
 decay 5e-4, the assignment's crop and flip. `--holdout N` keeps N training
 images (the same ones every time) out of training and validates on them, so
 the test split is never looked at; `--holdout 0` validates on the test split.
-`--teacher CKPT` distils from a trained model (knowledge distillation,
-Hinton et al. 2015): the loss mixes the labels with the teacher's softened
-predictions on each training image.
+`--teacher CKPT [CKPT ...]` distils from trained models (knowledge
+distillation, Hinton et al. 2015): the loss mixes the labels with the
+teachers' softened predictions on each training image.
 VGG16 can train with BatchNorm after every convolution (`--batch-norm`),
 folded into the convolutions before saving: what is saved is the
 assignment's BN-free VGG16, computing the same function.
@@ -64,7 +64,7 @@ def parse(argv=None):
     p.add_argument('--teacher', metavar='CKPT', nargs='+',
                    help='distil from these trained checkpoints (VGG16 or ResNet50_layer4; several: their average)')
     p.add_argument('--distill-weight', type=float, default=0.9, metavar='W',
-                   help="with --teacher: the teacher's share of the loss, 0 to 1")
+                   help="with --teacher: the teachers' share of the loss, 0 to 1")
     p.add_argument('--temperature', type=flags.positive_float, default=4.0, metavar='T',
                    help="with --teacher: softens both models' predictions")
     p.add_argument('--holdout', type=flags.nonnegative_int, default=5000,
@@ -137,7 +137,7 @@ def main():
         f'device {device}, {devices.precision(autocast, device)}, data {args.data}'
         + (f', resuming {args.resume} after epoch {state["epoch"]}' if state else ''))
     torch.manual_seed(args.seed)
-    # the teacher's file is read before the data, so that a wrong one stops the run at once
+    # the teachers' files are read before the data, so that a wrong one stops the run at once
     teachers = [load_teacher(path) for path in args.teacher or ()] if not (state and 'teacher' in state) else []
 
     train_loader, val_loader = data.tensor_loaders(args.data, args.batch_size, device, args.seed,
@@ -163,7 +163,7 @@ def main():
         else:
             train_loader.extra = teacher_predictions(teachers, args.teacher, train_loader, device,
                                                      args.temperature, log)
-        log(f'loss: {1 - args.distill_weight:g} x labels + {args.distill_weight:g} x teacher '
+        log(f'loss: {1 - args.distill_weight:g} x labels + {args.distill_weight:g} x teachers '
             f'at temperature {args.temperature:g}')
     history, first = [], 0
     if state:

@@ -265,9 +265,10 @@ class TensorLoader:
 
     Yields (images, labels) on `device` like a DataLoader over the assignment's
     transforms would; when `extra` is set (a tensor with a row per image, e.g.
-    a teacher's predictions), (images, labels, extra rows). With `world` > 1 each rank reads its own share of every
-    epoch's permutation (DistributedDataParallel), all shares the same size so
-    that every rank takes the same number of steps.
+    a teacher's predictions), (images, labels, those rows). With `world` > 1
+    each rank reads its own share of every epoch's permutation
+    (DistributedDataParallel), all shares the same size so that every rank
+    takes the same number of steps.
     """
 
     def __init__(self, images, labels, batch_size=100, train=False, device='cpu',

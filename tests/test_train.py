@@ -146,7 +146,7 @@ def test_a_student_distilled_from_a_teacher_learns_what_the_teacher_says(image_f
                  '--out', out, script='train.py')
     assert r.returncode == 0, r.stderr[-2000:]
     assert "(ResNet50_layer4), right on 10.00 % of the training images" in r.stdout  # 30 cats among 300
-    assert 'loss: 0 x labels + 1 x teacher at temperature 2' in r.stdout
+    assert 'loss: 0 x labels + 1 x teachers at temperature 2' in r.stdout
     model = MODELS['resnet50']().eval()
     load_checkpoint(model, out)
     images, _ = decode(image_folder, 'test')
