@@ -232,7 +232,7 @@ def load_teacher(path):
         raise CheckpointError(f'{path} is neither a VGG16 nor a ResNet50_layer4 checkpoint; '
                               'give --teacher one that main.py loads')
     teacher = MODELS[name]()
-    load_checkpoint(teacher, path)
+    load_checkpoint(teacher, path, state)
     return teacher
 
 
@@ -246,11 +246,9 @@ def teacher_predictions(teachers, paths, loader, device, temperature, log):
     """
     titles = [title_of(t) for t in teachers]
     teachers = [fast_path.prepare(t, device).eval() for t in teachers]
+    in_order = data.TensorLoader(loader.images, loader.labels, 500, device=device, channels_last=loader.channels_last)
     probabilities = []
-    for idx in torch.arange(len(loader.labels), device=device).split(500):
-        x = loader.normalize(loader.images[idx])
-        if loader.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+    for x, _ in in_order:
         views = [F.softmax(t(v).float() / temperature, 1) for t in teachers for v in (x, x.flip(3))]
         probabilities.append(torch.stack(views).mean(0))
     probabilities = torch.cat(probabilities)

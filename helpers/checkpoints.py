@@ -104,9 +104,11 @@ def _why(e):
     return f" ({str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__})"
 
 
-def load_checkpoint(model, path):
-    """Load `path` into `model` (strictly, cast to the model's dtypes) or raise CheckpointError."""
-    state = read_state_dict(path)
+def load_checkpoint(model, path, state=None):
+    """Load `path` into `model` (strictly, cast to the model's dtypes) or raise CheckpointError.
+
+    `state`: what read_state_dict(path) returned, when the caller has read it already."""
+    state = read_state_dict(path) if state is None else state
     name = name_of(model)
     title = title_of(model)
     shapes = {k: tuple(v.shape) for k, v in state.items()}
