@@ -23,8 +23,6 @@ import shutil
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchvision
-import torchvision.transforms as transforms
 from PIL import Image
 
 CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer',
@@ -32,19 +30,26 @@ CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer',
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2023, 0.1994, 0.2010)
 TORCHVISION_FOLDER = 'cifar-10-batches-py'
-IMAGE_EXTENSIONS = torchvision.datasets.folder.IMG_EXTENSIONS
+# torchvision's IMG_EXTENSIONS. torchvision itself is imported only where it is
+# used (the plain pipeline, the download): importing it costs 2-3 s of start-up
+# on a 2-core CPU, which every run of main.py and train.py paid for nothing.
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')
 
-transform_train = transforms.Compose([
-    transforms.RandomCrop(32, padding=4),
-    transforms.RandomHorizontalFlip(),
-    transforms.ToTensor(),
-    transforms.Normalize(MEAN, STD),
-])
 
-transform_test = transforms.Compose([
-    transforms.ToTensor(),
-    transforms.Normalize(MEAN, STD),
-])
+def assignment_transforms():
+    """The assignment's (train, test) PIL transforms."""
+    import torchvision.transforms as transforms
+    transform_train = transforms.Compose([
+        transforms.RandomCrop(32, padding=4),
+        transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(),
+        transforms.Normalize(MEAN, STD),
+    ])
+    transform_test = transforms.Compose([
+        transforms.ToTensor(),
+        transforms.Normalize(MEAN, STD),
+    ])
+    return transform_train, transform_test
 
 
 class DataError(Exception):
@@ -82,6 +87,17 @@ def _split_dir(root, split):
         raise DataError(f"{d}: class folder(s) {', '.join(empty)} hold no images "
                         f"({', '.join(IMAGE_EXTENSIONS)}); put that class's images there")
     return d
+
+
+def image_files(split_dir):
+    """[(path, class index)] in torchvision ImageFolder's order (sorted classes, walk, names), so that a
+    seed shuffles the same images the same way in the fast and the plain pipeline."""
+    samples = []
+    for label, name in enumerate(CLASSES):  # CLASSES is in sorted order, as ImageFolder numbers them
+        for folder, _, names in sorted(os.walk(os.path.join(split_dir, name), followlinks=True)):
+            samples += [(os.path.join(folder, n), label) for n in sorted(names)
+                        if n.lower().endswith(IMAGE_EXTENSIONS)]
+    return samples
 
 
 def _read_image(path):
@@ -124,6 +140,7 @@ def _read_batches(root, train, download=True):
         if not download:
             raise DataError(f"no CIFAR-10 in {root}; " + WHAT_TO_PUT.format(d=root))
         made = _first_missing_folder(root)  # a mistyped --data should not leave folders behind
+        import torchvision
         try:
             torchvision.datasets.CIFAR10(root=root, train=train, download=True)
         except (OSError, RuntimeError) as e:  # no network, DNS failure, disk full, bad archive...
@@ -164,8 +181,9 @@ class ArrayDataset(torch.utils.data.Dataset):
 
 def datasets(root, download=True):
     """The assignment's (train, test) datasets with PIL transforms."""
-    kind = layout(root)
-    if kind == 'folder':
+    import torchvision
+    transform_train, transform_test = assignment_transforms()
+    if layout(root) == 'folder':
         return tuple(torchvision.datasets.ImageFolder(_split_dir(root, split), transform=t, loader=_read_image)
                      for split, t in (('train', transform_train), ('test', transform_test)))
     return (ArrayDataset(*_read_batches(root, True, download), transform_train),
@@ -183,12 +201,11 @@ def plain_loaders(root, batch_size=100, download=True):
 
 def decode(root, split, download=True):
     """All images of a split as (uint8 tensor N x 3 x 32 x 32, int64 labels)."""
-    kind = layout(root)
-    if kind == 'folder':
+    if layout(root) == 'folder':
         # _split_dir has checked that every class folder holds an image, so samples is never empty
-        folder = torchvision.datasets.ImageFolder(_split_dir(root, split), loader=_read_image)
-        pixels = np.stack([np.asarray(_read_image(path)) for path, _ in folder.samples])
-        labels = np.array(folder.targets)
+        samples = image_files(_split_dir(root, split))
+        pixels = np.stack([np.asarray(_read_image(path)) for path, _ in samples])
+        labels = np.array([label for _, label in samples])
     else:
         pixels, labels = _read_batches(root, split == 'train', download)
     images = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()

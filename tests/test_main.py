@@ -51,10 +51,14 @@ def test_vgg16_on_torchvisions_layout_then_eval_only_of_the_result(torchvision_r
 
 def test_fast_and_plain_pipelines_agree_on_the_same_weights(image_folder, checkpoints):
     # on the CPU: a GPU's fast path runs in bf16, which is not the plain pipeline's float32
+    # with Python's import timing on: only the plain pipeline imports torchvision (seconds of start-up)
     results = [run_main('--data', image_folder, '--checkpoint', checkpoints['vgg16'], '--model', 'vgg16',
-                        '--eval-only', '--device', 'cpu', *flag) for flag in ([], ['--plain'])]
-    assert all(r.returncode == 0 for r in results), results[0].stderr + results[1].stderr
+                        '--eval-only', '--device', 'cpu', *flag, env={'PYTHONPROFILEIMPORTTIME': '1'})
+               for flag in ([], ['--plain'])]
+    assert all(r.returncode == 0 for r in results), results[0].stderr[-2000:] + results[1].stderr[-2000:]
     assert results[0].stdout.splitlines()[1:] == results[1].stdout.splitlines()[1:]
+    imported = [re.findall(r'^import time:.*\|\s+torchvision$', r.stderr, re.M) for r in results]
+    assert not imported[0] and imported[1]
 
 
 def test_help_lists_the_flags():
