@@ -178,7 +178,8 @@ def test_eval_only_does_not_read_the_training_images(checkpoints, tmp_path):
 
 def test_a_diverging_fine_tune_stops_and_saves_nothing(image_folder, checkpoints, tmp_path):
     out = tmp_path / 'fine.ckpt'
-    r = run_main('--data', image_folder, '--checkpoint', checkpoints['resnet50'], '--batch-size', 3,
+    # 10 steps: caught by the check after the epoch, before anything is saved
+    r = run_main('--data', image_folder, '--checkpoint', checkpoints['resnet50'], '--batch-size', 30,
                  '--lr', '1e30', '--out', out, '--seed', 0)
     one_line_error(r, r'the fine-tune diverged: the loss became nan at step \d+, with learning rate 1e\+30; '
                       r'the model was not saved; use a smaller --lr')
