@@ -37,10 +37,11 @@ def test_fine_tune_on_an_image_folder(image_folder, checkpoints, tmp_path, plain
 def test_vgg16_on_torchvisions_layout_then_eval_only_of_the_result(torchvision_root, checkpoints, tmp_path):
     out = tmp_path / 'vgg.ckpt'
     # on the CPU: there the same weights give the same numbers to the last bit (cuDNN may pick other kernels)
+    # 200 images at batch 20 (the 100-step loss line is test_fine_tune_on_an_image_folder's)
     r = run_main('--model', 'vgg16', '--data', torchvision_root, '--checkpoint', checkpoints['vgg16'],
-                 '--batch-size', 2, '--out', out, '--device', 'cpu')
+                 '--batch-size', 20, '--out', out, '--device', 'cpu')
     assert r.returncode == 0, r.stderr
-    assert STEP.search(r.stdout)
+    assert '200 training and 50 test images' in r.stdout
     trained = float(ACCURACY.search(r.stdout).group(1))
     r = run_main('--model', 'vgg16', '--data', torchvision_root, '--checkpoint', out, '--eval-only', '--device', 'cpu')
     assert r.returncode == 0, r.stderr
