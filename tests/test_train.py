@@ -22,7 +22,7 @@ def accuracy_of(line_prefix, text):
 def test_vgg16_trained_with_batchnorm_learns_and_main_gets_the_same_accuracy(image_folder, tmp_path):
     # the synthetic classes differ in colour: a short run must beat chance (10 %) clearly
     out = tmp_path / 'trained.ckpt'
-    r = run_main('--model', 'vgg16', '--batch-norm', '--data', image_folder, '--holdout', 0, '--epochs', 6,
+    r = run_main('--model', 'vgg16', '--batch-norm', '--data', image_folder, '--holdout', 0, '--epochs', 4,
                  '--batch-size', 20, '--lr', 0.05, '--device', 'cpu', '--out', out, script='train.py')
     assert r.returncode == 0, r.stderr
     assert 'VGG16 with BatchNorm, world size 1' in r.stdout and out.exists()
