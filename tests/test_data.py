@@ -78,7 +78,7 @@ def test_the_fast_path_lists_an_image_folder_as_torchvisions_imagefolder_does(tm
     import torchvision
     assert data.IMAGE_EXTENSIONS == torchvision.datasets.folder.IMG_EXTENSIONS
     root = tmp_path / 'train'
-    for c in CLASSES:  # only names are listed: empty files do
+    for c in CLASSES:  # listing reads names only: empty files will do
         for name in ('b.png', 'a.JPG', '10.png', '9.png', 'notes.txt', 'sub/z.png', 'sub/deeper/a.bmp', 'Sub/x.png'):
             os.makedirs(os.path.dirname(root / c / name), exist_ok=True)
             (root / c / name).write_bytes(b'')
