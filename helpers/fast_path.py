@@ -35,9 +35,10 @@ def pointwise_as_gemm(bf16=False):
 
     Measured with ResNet50_layer4, one training step: in bf16 autocast on an
     AVX512-BF16 CPU GEMM took 0.194 s against oneDNN's 0.406 s (batch 128,
-    SGD); in float32 on an AVX2-only CPU 0.912 s against 1.141 s (batch 128,
-    SGD), but in float32 on an AVX-512 CPU 0.376 s against 0.31 s (batch 100,
-    Adam, as main.py), where oneDNN's own kernels win.
+    SGD); in float32 on AVX2-only CPUs 0.912 s against 1.141 s (batch 128,
+    SGD) and 0.72-0.82 s against 0.78-0.89 s (batch 100, Adam, as main.py),
+    but in float32 on an AVX-512 CPU 0.376 s against 0.31 s (batch 100, Adam),
+    where oneDNN's own kernels win.
     """
     return bf16 or torch.backends.cpu.get_cpu_capability() != 'AVX512'
 
