@@ -34,3 +34,8 @@ def name_of(model):
 def title_of(model):
     name = name_of(model)
     return TITLES[name] if name else type(model).__name__
+
+
+def own_network(model):
+    """True for a network of the student's own in the "Choose model" lines (not VGG16 or ResNet50_layer4)."""
+    return name_of(model) is None

@@ -5,9 +5,9 @@ moves it (what train.py does before saving), for one trained with --no-rescale.
 
 The function is the same; see helpers/weight_scaling.py for why.
 """
-from helpers import flags
-from helpers.checkpoints import CheckpointError, load_checkpoint, read_state_dict, save_checkpoint
-from helpers.model_table import MODELS, TITLES, identify
+from helpers import errors, flags
+from helpers.checkpoints import CheckpointError, load_either, save_checkpoint
+from helpers.model_table import TITLES
 from helpers.weight_scaling import ScalingError, compact, scale_for_adam
 
 
@@ -17,11 +17,8 @@ def main(argv=None):
     p.add_argument('out', metavar='OUT.ckpt')
     args = p.parse_args(argv)
     raw, out = args.raw, args.out
-    name = identify(read_state_dict(raw, missing_hint='give the path of a checkpoint train.py wrote'))
-    if name is None:
-        raise CheckpointError(f'{raw} is neither a VGG16 nor a ResNet50_layer4 state dict; nothing to scale')
-    model = MODELS[name]()
-    load_checkpoint(model, raw)
+    name, model = load_either(raw, missing_hint='give the path of a checkpoint train.py wrote',
+                              otherwise='nothing to scale')
     try:
         scale_for_adam(model)
     except ScalingError as e:
@@ -31,5 +28,5 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    flags.install_friendly_errors()
+    errors.install()
     main()

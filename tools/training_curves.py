@@ -5,7 +5,7 @@ epoch) from the log it writes beside its state.
 """
 import json
 
-from helpers import flags
+from helpers import errors, flags
 from helpers.report import plot_training
 
 
@@ -18,11 +18,11 @@ def read_log(path):
         with open(path) as f:
             history = json.load(f)
     except FileNotFoundError:
-        raise flags.UsageError(f'{path} not found; {HINT}') from None
+        raise errors.UsageError(f'{path} not found; {HINT}') from None
     except (OSError, ValueError):  # a folder, unreadable, not JSON
         history = None
     if not (isinstance(history, list) and history and all(isinstance(h, dict) and FIELDS <= h.keys() for h in history)):
-        raise flags.UsageError(f"{path} is not train.py's per-epoch log; {HINT}")
+        raise errors.UsageError(f"{path} is not train.py's per-epoch log; {HINT}")
     return history
 
 
@@ -36,11 +36,11 @@ def main(argv=None):
     try:
         drawn = plot_training(history, args.png, args.title or args.log)
     except (OSError, ValueError) as e:  # a folder that does not exist, a format matplotlib does not know
-        raise flags.UsageError(f'cannot write {args.png} ({e}); give a .png path in a folder that exists') from None
+        raise errors.UsageError(f'cannot write {args.png} ({e}); give a .png path in a folder that exists') from None
     if drawn:
         print(f'wrote {args.png}')
 
 
 if __name__ == '__main__':
-    flags.install_friendly_errors()
+    errors.install()
     main()
