@@ -3,29 +3,42 @@
 A checkpoint is the assignment's plain state dict (`torch.save(model.state_dict())`).
 Loading reads weights only (no pickled code runs), checks shipped files against
 SHA256SUMS beside them, and says in one line what is wrong with a bad file.
-Saving writes contiguous CPU tensors (so that a GPU run's checkpoint loads with
-the course's plain `torch.load(PATH)` anywhere) to a temporary file and renames
-it into place, so an interrupted save never leaves half a file. `save_checkpoint`
-never replaces a shipped checkpoint; `ship_checkpoint` is the one way to, and
-it updates SHA256SUMS.
+Before torch.load, a checkpoint's zip entries are measured: one that would
+unpack to more than the model's weights need is refused (a small file cannot
+make a large allocation). Whether a refused file holds pickled code is decided
+from the globals its pickle names, never from torch's message. A checkpoint
+whose weights hold NaN or infinity is named as such (an overflowed BatchNorm
+variance aside: such a model still tests, and main.py names it). Saving
+refuses weights that hold NaN or infinity (a diverged run saves nothing), and
+writes contiguous CPU tensors (so that a GPU run's checkpoint loads with the
+course's plain `torch.load(PATH)` anywhere) to a temporary file and renames it
+into place, so an interrupted save never leaves half a file. `save_checkpoint`
+never writes into the project's checkpoints/ folder, over a checkpoint listed
+in a SHA256SUMS, or over a SHA256SUMS, also through symlinks or `..`;
+`ship_checkpoint` is the one way to replace a shipped checkpoint, and it
+writes the file and its SHA256SUMS line together (both or neither).
 """
+import functools
 import hashlib
+import io
 import os
 import pickle
+import pickletools
+import string
 import tempfile
 import zipfile
 
 import torch
 
-from helpers.model_table import TITLES, name_of, state_shapes, title_of
+from helpers.errors import CheckpointError
+from helpers.model_table import MODELS, TITLES, identify, name_of, state_shapes, title_of
 
 SUMS = 'SHA256SUMS'
+PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHIPPED_FOLDER = os.path.join(PROJECT, 'checkpoints')  # the shipped checkpoints and their SHA256SUMS
 LFS_MAGIC = b'version https://git-lfs'
+ZIP_MAGIC = b'PK\x03\x04'  # torch.save's format since 1.6; older files are one pickle after another
 SAVED = []  # every file written by this process, for the Ctrl-C message
-
-
-class CheckpointError(Exception):
-    """A checkpoint that cannot be used; the message says what to do."""
 
 
 def sha256(path):
@@ -36,22 +49,48 @@ def sha256(path):
     return h.hexdigest()
 
 
-def shipped_sum(path):
-    """The sha256 that SHA256SUMS beside `path` lists for it, or None."""
-    sums = os.path.join(os.path.dirname(os.path.abspath(path)), SUMS)
+def read_sums(folder):
+    """{file name: sha256} from the SHA256SUMS in `folder` ({} when there is none), or a CheckpointError
+    when it cannot be read. The one reader of these files: checking, guarding and shipping all use it."""
+    sums = os.path.join(folder, SUMS)
     if not os.path.isfile(sums):
-        return None
-    with open(sums) as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) == 2 and parts[1].lstrip('*') == os.path.basename(path):
-                return parts[0].lower()
-    return None
+        return {}
+    restore = f"restore it with `git checkout -- {sums}`"
+    try:
+        with open(sums, encoding='utf-8') as f:
+            text = f.read()
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{sums} is not a list of sha256 sums (it is not text); {restore}") from None
+    except OSError as e:
+        raise CheckpointError(f"cannot read {sums} ({e.strerror or e}); make it readable or {restore}") from None
+    listed = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        parts = line.split(None, 1)
+        if not parts:
+            continue  # a blank line
+        if len(parts) != 2 or len(parts[0]) != 64 or not set(parts[0]) <= set(string.hexdigits):
+            raise CheckpointError(f"line {number} of {sums} is not '<sha256>  <file name>'; {restore}")
+        listed[parts[1].strip().lstrip('*')] = parts[0].lower()  # '*': sha256sum's binary-mode mark
+    return listed
 
 
-def read_state_dict(path, missing_hint='pass --checkpoint PATH, or make one with train.py (see README)'):
+def shipped_sum(path):
+    """The sha256 that SHA256SUMS beside `path` lists for it, or None. Real paths: a symlink or `..`
+    in `path` leads to the file itself, and so to its line."""
+    real = os.path.realpath(path)
+    return read_sums(os.path.dirname(real)).get(os.path.basename(real))
+
+
+def _inside(path, folder):
+    """True when `path` (a real path) is in `folder` or under it, however either was spelt."""
+    folder = os.path.realpath(folder)
+    return os.path.commonpath([path, folder]) == folder
+
+
+def read_state_dict(path, missing_hint='pass --checkpoint PATH, or make one with train.py (see README)', model=None):
     """The state dict in `path`, read as weights only, or a CheckpointError (`missing_hint`: what to do
-    when there is no such file, in the words of the command that was run)."""
+    when there is no such file, in the words of the command that was run; `model`: the model it is for,
+    when known, which bounds how much the file may unpack to)."""
     if os.path.isdir(path):
         inside = sorted(f for f in os.listdir(path) if f.endswith(('.ckpt', '.pt', '.pth')))
         raise CheckpointError(f"{path} is a folder; give a checkpoint file" + (
@@ -63,8 +102,11 @@ def read_state_dict(path, missing_hint='pass --checkpoint PATH, or make one with
                                   f"relative paths start from the folder you run in: cd {project} first")
         raise CheckpointError(f"checkpoint not found: {path} (looked in {os.path.abspath(path)}); "
                               f"{missing_hint}")
-    with open(path, 'rb') as f:
-        head = f.read(len(LFS_MAGIC))
+    try:
+        with open(path, 'rb') as f:
+            head = f.read(len(LFS_MAGIC))
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path} ({e.strerror or e}); make it readable") from None
     if head == LFS_MAGIC:
         raise CheckpointError(f"{path} is a Git LFS pointer, not the checkpoint itself; "
                               "fetch the real file with `git lfs pull` (or download it again)")
@@ -72,16 +114,19 @@ def read_state_dict(path, missing_hint='pass --checkpoint PATH, or make one with
     if expected is not None and sha256(path) != expected:
         raise CheckpointError(f"{path} does not match its line in {SUMS} (damaged or changed); "
                               f"restore it with `git checkout -- {path}`")
+    if head.startswith(ZIP_MAGIC):
+        _check_archive(path, *(_weights_size(model) if model is not None else _any_weights_size()))
     try:
         state = torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as e:
-        if 'Unsupported global' in str(e):  # e.g. torch.save(model): a class or function to call
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError) as e:
+        # what the pickle names decides, not torch's message, whose wording changes between versions
+        if not all(_weights_only(name) for name in _pickled_globals(path)):  # e.g. torch.save(model)
             raise CheckpointError(f"refused to load {path}: it holds pickled code or objects, not just "
                                   "weights, and loading it could run that code; save a plain state dict: "
                                   "torch.save(model.state_dict(), PATH)") from None
-        raise CheckpointError(f"{path} is damaged or not a PyTorch checkpoint{_why(e)}; "
-                              "download or copy it again") from None
-    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError) as e:
+        if isinstance(e, pickle.UnpicklingError):
+            raise CheckpointError(f"{path} is damaged or not a PyTorch checkpoint{_why(e)}; "
+                                  "download or copy it again") from None
         raise CheckpointError(f"{path} is damaged or truncated{_why(e)}; "
                               "download or copy it again") from None
     if isinstance(state, dict) and isinstance(state.get('state_dict'), dict):
@@ -96,6 +141,97 @@ def read_state_dict(path, missing_hint='pass --checkpoint PATH, or make one with
     return state
 
 
+def _weights_size(model):
+    """(most bytes, most entries) a checkpoint of `model` may unpack to: twice its weights' size, room for
+    float64 weights or a wrapper that also holds the optimizer's momentum, but not for much more; and at
+    least an assignment model's float32 state dict, so that the other model's checkpoint is named as such."""
+    state = model.state_dict()
+    need = sum(v.numel() * v.element_size() for v in state.values() if isinstance(v, torch.Tensor))
+    largest, keys = _assignment_sizes()
+    return max(2 * need, largest) + (1 << 20), max(2 * len(state), keys) + 16  # + data.pkl and a few small
+
+
+@functools.lru_cache(maxsize=None)
+def _assignment_sizes():
+    """(bytes, keys) of the larger float32 state dict of VGG16 and ResNet50_layer4, found without weights."""
+    shapes = [state_shapes(name) for name in MODELS]
+    return (max(4 * sum(torch.Size(s).numel() for s in model.values()) for model in shapes),
+            max(len(model) for model in shapes))
+
+
+def _any_weights_size():
+    """(most bytes, most entries) for a checkpoint read before its model is known, or train.py's state
+    (weights, momentum, averaged weights, the teacher's predictions): four times the larger model."""
+    largest, keys = _assignment_sizes()
+    return 4 * largest + (64 << 20), 4 * keys + 64
+
+
+def _check_archive(path, most_bytes, most_entries):
+    """Refuse, before torch.load allocates anything, a zip checkpoint that would unpack to more than
+    `most_bytes` (torch allocates each entry's uncompressed size, which a tiny deflated file can make huge)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            entries = z.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return  # torch.load names what is wrong with it
+    unpacked = sum(e.file_size for e in entries)
+    if unpacked > most_bytes or len(entries) > most_entries:
+        raise CheckpointError(f"{path} would unpack to {unpacked / 2 ** 20:.0f} MiB in {len(entries)} entries, more "
+                              f"than the weights it should hold need (at most {most_bytes / 2 ** 20:.0f} MiB in "
+                              f"{most_entries}); refused before reading it: it was made for another model, or altered; "
+                              "use another")
+
+
+# what torch.save writes for a state dict: tensors rebuilt from storages, in an OrderedDict
+TENSOR_GLOBALS = {'collections.OrderedDict', '_codecs.encode', 'torch.Size', 'torch.device',
+                  'torch._tensor._rebuild_from_type_v2', 'torch.storage.UntypedStorage'}
+
+
+def _weights_only(name):
+    """True for a global that a pickle of tensors names (tensor rebuilding, storage classes, dtypes)."""
+    module, _, attr = name.rpartition('.')
+    return (name in TENSOR_GLOBALS or module == 'torch._utils' and attr.startswith('_rebuild_')
+            or module == 'torch' and (attr.endswith('Storage') or isinstance(getattr(torch, attr, None), torch.dtype)))
+
+
+def _pickled_globals(path):
+    """'module.name' of every global the checkpoint's pickle would import, found by reading its opcodes
+    (nothing is run): data.pkl of a zip checkpoint, else the pickles at the start of the file."""
+    try:
+        with open(path, 'rb') as f:
+            zipped = f.read(len(ZIP_MAGIC)) == ZIP_MAGIC
+        if zipped:
+            with zipfile.ZipFile(path) as z:
+                pkl = next(n for n in z.namelist() if n == 'data.pkl' or n.endswith('/data.pkl'))
+                data = z.read(pkl)  # bounded by _check_archive
+        else:
+            with open(path, 'rb') as f:
+                data = f.read(64 << 20)
+    except Exception:  # noqa: BLE001 - no pickle to read: nothing named
+        return set()
+    found, recent, memo = set(), [None, None], {}  # recent: what the last two opcodes pushed
+    stream = io.BytesIO(data)
+    try:
+        while stream.tell() < len(data):  # a legacy file is several pickles in a row
+            for op, arg, _ in pickletools.genops(stream):
+                value = None
+                if op.name in ('GLOBAL', 'INST'):
+                    found.add(arg.replace(' ', '.'))
+                elif op.name == 'STACK_GLOBAL':  # protocol 4+: module and name were pushed as strings
+                    found.add(f'{recent[-2]}.{recent[-1]}')
+                elif op.name in ('MEMOIZE', 'PUT', 'BINPUT', 'LONG_BINPUT'):
+                    memo[len(memo) if op.name == 'MEMOIZE' else arg] = recent[-1]
+                    continue  # pushes nothing
+                elif op.name in ('GET', 'BINGET', 'LONG_BINGET'):
+                    value = memo.get(arg)
+                elif isinstance(arg, str):
+                    value = arg
+                recent = [recent[-1], value]
+    except Exception:  # noqa: BLE001 - the rest is not a pickle (a legacy file's raw storages, or damage)
+        pass
+    return found
+
+
 def _why(e):
     """torch.load's failure as ' (first line)', or '' for the weights-only unpickler's, which is
     advice to load the file unsafely whatever the file is (a text file gets it too), not a reason."""
@@ -108,7 +244,7 @@ def load_checkpoint(model, path, state=None):
     """Load `path` into `model` (strictly, cast to the model's dtypes) or raise CheckpointError.
 
     `state`: what read_state_dict(path) returned, when the caller has read it already."""
-    state = read_state_dict(path) if state is None else state
+    state = read_state_dict(path, model=model) if state is None else state
     name = name_of(model)
     title = title_of(model)
     shapes = {k: tuple(v.shape) for k, v in state.items()}
@@ -126,9 +262,42 @@ def load_checkpoint(model, path, state=None):
     if wrong:
         raise CheckpointError(f"{path} does not fit {title}: {len(wrong)} tensors have other shapes, "
                               f"e.g. {wrong[0]} is {shapes[wrong[0]]}")
+    bad, total = _non_finite(state, loading=True)
+    if bad:
+        raise CheckpointError(f"{path} holds NaN or infinite weights ({bad} of {total} tensors); it cannot be "
+                              "fine-tuned or tested; use another checkpoint (the run that saved it had diverged)")
     # load_state_dict copies into the existing float32 tensors, so half-precision files load as float32
     model.load_state_dict(state, strict=True)
     return state
+
+
+def _non_finite(state, loading=False):
+    """(how many of the state dict's tensors hold NaN or infinity, how many tensors it has).
+
+    `loading`: an infinite BatchNorm running variance is let through, since such a model still tests
+    (the channel gives its bias) and main.py names it (guards.check_batch_size: no batch size is safe)."""
+    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    bad = 0
+    for k, v in tensors.items():
+        if not v.is_floating_point() or v.layout != torch.strided or v.is_meta:
+            continue
+        if loading and str(k).endswith('running_var'):
+            bad += bool(v.isnan().any())
+        else:
+            bad += not bool(torch.isfinite(v).all())
+    return bad, len(tensors)
+
+
+def load_either(path, missing_hint, otherwise):
+    """(name, model) for a checkpoint of either assignment model, loaded; or a CheckpointError,
+    `otherwise` saying what to do when the file holds some other network."""
+    state = read_state_dict(path, missing_hint=missing_hint)
+    name = identify(state)
+    if name is None:
+        raise CheckpointError(f'{path} is neither a VGG16 nor a ResNet50_layer4 checkpoint; {otherwise}')
+    model = MODELS[name]()
+    load_checkpoint(model, path, state)
+    return name, model
 
 
 def read_training_state(path):
@@ -136,6 +305,13 @@ def read_training_state(path):
     if not os.path.isfile(path):
         raise CheckpointError(f"training state not found: {path}; train.py writes it after every epoch "
                               "(OUT.state unless --state is given)")
+    try:
+        with open(path, 'rb') as f:
+            zipped = f.read(len(ZIP_MAGIC)) == ZIP_MAGIC
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path} ({e.strerror or e}); make it readable") from None
+    if zipped:
+        _check_archive(path, *_any_weights_size())
     try:
         state = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure to read means the same thing here
@@ -155,50 +331,105 @@ def _portable(obj):
     return obj
 
 
-def _write(obj, path):
-    folder = os.path.dirname(os.path.abspath(path))
+def _temp_beside(path):
+    """A new temporary file in `path`'s folder (so that os.replace is a rename), with the usual permissions."""
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes files private (0600); give the usual permissions
+    return fd, tmp
+
+
+def write_atomic(path, write):
+    """Write `path` whole or not at all: `write(file)` fills a temporary file beside it, which is then
+    renamed into place; a failure (a full disk too) leaves the old file as it was, and no temporary file."""
+    # the real path: the file the guard checked is the file written, whatever links the path goes through
+    target = os.path.realpath(path)
     tmp = None
     try:
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes files private (0600); give the usual permissions
+        fd, tmp = _temp_beside(target)
         with os.fdopen(fd, 'wb') as f:
-            torch.save(_portable(obj), f)
-        os.replace(tmp, path)
+            write(f)
+        os.replace(tmp, target)
         tmp = None
         SAVED.append(path)
-    except OSError as e:
-        raise CheckpointError(f"cannot write {path} ({e.strerror or e}); choose another --out") from None
+    except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
+        raise CheckpointError(f"cannot write {path} ({why}); free some space or choose another --out") from None
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
 
 
+def _write(obj, path):
+    write_atomic(path, lambda f: torch.save(_portable(obj), f))
+
+
 def refuse_shipped(path):
-    """A CheckpointError when `path` is a shipped checkpoint (listed in SHA256SUMS beside it)."""
-    if shipped_sum(path) is not None:
-        raise CheckpointError(f"will not overwrite the shipped checkpoint {path}; choose another --out "
+    """A CheckpointError when `path`, once symlinks and `..` are resolved, is in the project's checkpoints/
+    folder, is a checkpoint listed in a SHA256SUMS beside it, or is a SHA256SUMS."""
+    real = os.path.realpath(path)
+    named = path if real == os.path.abspath(path) else f"{path} (that is {real})"
+    if os.path.basename(real) == SUMS:
+        raise CheckpointError(f"will not overwrite {named}: it lists the shipped checkpoints' sha256 sums; "
+                              "choose another --out")
+    if shipped_sum(real) is not None:
+        raise CheckpointError(f"will not overwrite the shipped checkpoint {named}; choose another --out "
                               "(maintainers replace one with python -m tools.ship_checkpoint)")
+    if _inside(real, SHIPPED_FOLDER):
+        raise CheckpointError(f"will not write {named}: {SHIPPED_FOLDER} holds only the shipped checkpoints; "
+                              "choose another --out (maintainers add one with python -m tools.ship_checkpoint)")
+
+
+def refuse_non_finite(obj, path):
+    """Nothing is saved from a run that diverged: a CheckpointError when the weights hold NaN or infinity."""
+    weights = obj.get('model') if isinstance(obj, dict) and isinstance(obj.get('model'), dict) else obj
+    bad, total = _non_finite(weights) if isinstance(weights, dict) else (0, 0)
+    if bad:
+        raise CheckpointError(f"{path} not saved: {bad} of {total} tensors hold NaN or infinity (the run diverged); "
+                              "a file already there is as it was; use a smaller --lr")
 
 
 def save_checkpoint(obj, path):
-    """Write `obj` (a state dict, or train.py's state) to `path` atomically; never over a shipped checkpoint."""
+    """Write `obj` (a state dict, or train.py's state, whose 'model' is one) to `path` atomically;
+    never into checkpoints/ or over a shipped checkpoint, never weights that hold NaN or infinity."""
     refuse_shipped(path)
+    refuse_non_finite(obj, path)
     _write(obj, path)
 
 
 def ship_checkpoint(state_dict, path):
-    """Write `state_dict` to `path` and list its sha256 in SHA256SUMS beside it: how a shipped checkpoint is made."""
-    _write(state_dict, path)
-    sums = os.path.join(os.path.dirname(os.path.abspath(path)), SUMS)
-    lines = []
-    if os.path.isfile(sums):
-        with open(sums) as f:
-            lines = [line for line in f if line.split()[1:2] != [os.path.basename(path)]
-                     and line.split()[1:2] != ['*' + os.path.basename(path)]]
-    lines.append(f'{sha256(path)}  {os.path.basename(path)}\n')
-    with open(sums + '.tmp', 'w') as f:
-        f.writelines(sorted(lines, key=lambda line: line.split()[1]))
-    os.replace(sums + '.tmp', sums)
+    """Write `state_dict` to `path` and list its sha256 in SHA256SUMS beside it: how a shipped checkpoint is made.
+
+    Both files or neither: the new SHA256SUMS is made and both are written to temporary files first,
+    and only then renamed into place (two renames in one folder, the last steps); a failure before
+    that removes the temporary files and leaves both old files as they were."""
+    refuse_non_finite(state_dict, path)
+    target = os.path.realpath(path)
+    sums = os.path.join(os.path.dirname(target), SUMS)
+    listed = read_sums(os.path.dirname(target))  # a damaged SHA256SUMS stops here, before anything is written
+    temps, replaced = [], False
+    try:
+        fd, tmp = _temp_beside(target)
+        temps.append(tmp)
+        with os.fdopen(fd, 'wb') as f:
+            torch.save(_portable(state_dict), f)
+        listed[os.path.basename(target)] = sha256(tmp)
+        fd, tmp_sums = _temp_beside(sums)
+        temps.append(tmp_sums)
+        with os.fdopen(fd, 'w', encoding='utf-8') as f:
+            f.writelines(f'{digest}  {name}\n' for name, digest in sorted(listed.items()))
+        os.replace(tmp, target)
+        replaced = True
+        os.replace(tmp_sums, sums)
+        SAVED.append(path)
+    except OSError as e:
+        state = (f"{path} is the new one but {sums} is not: run python -m tools.ship_checkpoint again"
+                 if replaced else "both files are as they were")
+        raise CheckpointError(f"cannot write {path} and its {SUMS} line ({e.strerror or e}); {state}") from None
+    finally:
+        for left in temps:
+            if os.path.exists(left):  # a temporary file not renamed into place
+                os.remove(left)

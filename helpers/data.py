@@ -14,16 +14,31 @@ chosen device.
 
 A training batch of a single image is dropped (a last batch of one, say 45,001
 images at batch 100): BatchNorm cannot train on one image.
+
+What is refused, each in one line (a DataError) that names the file or folder:
+  * batch files whose pickle names anything but numpy's array rebuilding (a
+    pickle can call any function: such a file is refused, never run), or whose
+    contents are not CIFAR-10's (no images, 'data' not N x 3072 values 0-255,
+    labels not whole numbers 0-9, or not one per image);
+  * unreadable folders and images; images other than 32x32 (the size is read
+    from the file's header, before any decoding: a small file cannot make a
+    huge image); 16-bit and floating-point images (CIFAR-10 is 8-bit RGB, and
+    converting would silently drop precision).
+Symlinked folders are followed, but each real folder is listed once: a link
+loop neither repeats images nor hangs.
 """
 import math
 import os
 import pickle
 import shutil
+import warnings
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+
+from helpers.errors import DataError
 
 CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer',
            'dog', 'frog', 'horse', 'ship', 'truck')
@@ -52,10 +67,6 @@ def assignment_transforms():
     return transform_train, transform_test
 
 
-class DataError(Exception):
-    """A problem with the data that the user can fix; the message says how."""
-
-
 WHAT_TO_PUT = ("put CIFAR-10 there: torchvision's archive (cifar-10-python.tar.gz, "
                "unpacked as {d}/cifar-10-batches-py) or an image folder "
                "{d}/train/<class>/ and {d}/test/<class>/ with the ten CIFAR-10 classes")
@@ -70,11 +81,24 @@ def layout(root):
     return None
 
 
+def _cannot_read(folder, e):
+    return DataError(f"cannot read folder {folder} ({e.strerror or e}); make it readable "
+                     "(chmod -R u+rX) or point --data elsewhere")
+
+
+def _listdir(folder):
+    """os.listdir, with an unreadable folder as one line instead of a traceback."""
+    try:
+        return os.listdir(folder)
+    except OSError as e:
+        raise _cannot_read(folder, e) from None
+
+
 def _split_dir(root, split):
     d = os.path.join(root, split)
     if not os.path.isdir(d):
         raise DataError(f"image folder {root} has no '{split}' folder: " + WHAT_TO_PUT.format(d=root))
-    found = sorted(e for e in os.listdir(d) if os.path.isdir(os.path.join(d, e)))
+    found = sorted(e for e in _listdir(d) if os.path.isdir(os.path.join(d, e)))
     if found != sorted(CLASSES):
         missing = sorted(set(CLASSES) - set(found))
         extra = sorted(set(found) - set(CLASSES))
@@ -82,7 +106,7 @@ def _split_dir(root, split):
                         f"({', '.join(CLASSES)}); missing: {', '.join(missing) or 'none'}; "
                         f"not CIFAR-10: {', '.join(extra) or 'none'}")
     empty = [c for c in CLASSES if not any(os.path.splitext(e)[1].lower() in IMAGE_EXTENSIONS
-                                           for e in os.listdir(os.path.join(d, c)))]
+                                           for e in _listdir(os.path.join(d, c)))]
     if empty:
         raise DataError(f"{d}: class folder(s) {', '.join(empty)} hold no images "
                         f"({', '.join(IMAGE_EXTENSIONS)}); put that class's images there")
@@ -94,23 +118,76 @@ def image_files(split_dir):
     seed shuffles the same images the same way in the fast and the plain pipeline."""
     samples = []
     for label, name in enumerate(CLASSES):  # CLASSES is in sorted order, as ImageFolder numbers them
-        for folder, _, names in sorted(os.walk(os.path.join(split_dir, name), followlinks=True)):
+        for folder, names in sorted(_walk_once(os.path.join(split_dir, name))):
             samples += [(os.path.join(folder, n), label) for n in sorted(names)
                         if n.lower().endswith(IMAGE_EXTENSIONS)]
     return samples
 
 
+def _walk_once(top):
+    """(folder, file names) under `top`, following symlinked folders but entering each real folder once.
+
+    os.walk(followlinks=True) alone enters a link loop again and again (each
+    loop repeats the class's images; two hang the listing), and says nothing
+    about a folder it cannot read."""
+    def unreadable(e):
+        raise _cannot_read(e.filename, e)
+    seen = set()
+    for folder, dirs, names in os.walk(top, followlinks=True, onerror=unreadable):
+        real = os.path.realpath(folder)
+        if real in seen:  # reached again through a link: its files are listed already
+            dirs[:] = []
+            continue
+        seen.add(real)
+        # the first way to a folder is the one listed: real folders before links, then by name, so that
+        # a folder beside a link to it is listed by its own path, and the same on every machine
+        dirs.sort(key=lambda d: (os.path.islink(os.path.join(folder, d)), d))
+        yield folder, names
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """The plain pipeline's dataset of an image folder: what torchvision's ImageFolder gives (same order,
+    same labels), listed by image_files, so that its checks hold in both pipelines."""
+
+    def __init__(self, split_dir, transform=None):
+        self.samples, self.transform = image_files(split_dir), transform
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        path, label = self.samples[i]
+        image = _read_image(path)
+        return (self.transform(image) if self.transform else image), label
+
+
 def _read_image(path):
     """One 32x32 RGB image as a PIL image, or a DataError naming the file."""
     try:
-        with Image.open(path) as im:
-            im = im.convert('RGB')
+        # PIL warns of (and over twice its limit refuses) a header that claims a huge image: an error here
+        with warnings.catch_warnings():
+            warnings.simplefilter('error', Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                # Image.open has read only the header: refuse a wrong size or depth before decoding anything
+                _check_header(path, im)
+                im = im.convert('RGB')
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise DataError(f"image {path} claims to be huge (PIL refuses it as a decompression bomb), "
+                        "CIFAR-10 images are 32x32; delete or replace that file") from None
     except (OSError, ValueError, SyntaxError) as e:
         raise DataError(f"cannot read image {path} ({e}); delete or replace that file") from None
+    return im
+
+
+def _check_header(path, im):
     if im.size != (32, 32):
         raise DataError(f"image {path} is {im.size[0]}x{im.size[1]}, CIFAR-10 images are 32x32; "
                         "delete or replace that file")
-    return im
+    # modes I;16*, I and F hold 16- or 32-bit values, and PIL opens a 48-bit PNG as 8-bit RGB whose raw
+    # mode (RGB;16B) says it drops each value's low byte: converting would squash them without a word
+    if im.mode in ('I', 'F') or ';16' in im.mode or any(';16' in str(tile[3]) for tile in im.tile):
+        raise DataError(f"image {path} has {im.mode} pixels of more than 8 bits; CIFAR-10 images are 8-bit RGB: "
+                        "convert it to 8-bit RGB (or delete it)")
 
 
 TRAIN_BATCHES = [f'data_batch_{i}' for i in range(1, 6)]
@@ -154,15 +231,89 @@ def _read_batches(root, train, download=True):
         path = os.path.join(folder, name)
         if not os.path.isfile(path):
             raise DataError(f"{path} is missing; " + WHAT_TO_PUT.format(d=root))
+        afresh = f"delete {folder} and run again to download it afresh"
         try:
             with open(path, 'rb') as f:
-                batch = pickle.load(f, encoding='latin1')
-            pixels.append(np.asarray(batch['data'], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            labels += list(batch['labels'])
-        except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as e:
-            raise DataError(f"{path} is damaged ({type(e).__name__}: {e}); "
-                            f"delete {folder} and run again to download it afresh") from None
-    return np.concatenate(pixels).transpose(0, 2, 3, 1), np.array(labels, dtype=np.int64)
+                batch = BatchUnpickler(f, encoding='latin1').load()
+        except RefusedGlobal:
+            raise DataError(f"{path} holds pickled code or objects other than CIFAR-10's arrays; "
+                            f"refused, not run; {afresh}") from None
+        except OSError as e:
+            raise DataError(f"cannot read {path} ({e.strerror or e}); make it readable or {afresh}") from None
+        except Exception as e:  # noqa: BLE001 - a damaged pickle fails in many ways, all meaning the same
+            raise DataError(f"{path} is damaged ({type(e).__name__}: {e}); {afresh}") from None
+        try:
+            images, batch_labels = _batch_contents(batch)
+        except ValueError as e:
+            raise DataError(f"{path} is damaged ({e}); {afresh}") from None
+        pixels.append(images)
+        labels.append(batch_labels)
+    return np.concatenate(pixels).transpose(0, 2, 3, 1), np.concatenate(labels)
+
+
+class RefusedGlobal(pickle.UnpicklingError):
+    """A batch file's pickle names a function or class that CIFAR-10's batches do not need."""
+
+
+def _latin1_encode(text, encoding='latin1'):
+    """_codecs.encode as Python 3 pickles bytes at protocol 2, for latin-1 only (no other codec runs)."""
+    if encoding not in ('latin1', 'latin-1'):
+        raise RefusedGlobal(f'_codecs.encode with {encoding}')
+    return text.encode('latin1')
+
+
+def _batch_globals():
+    """The only globals a CIFAR-10 batch may name: how numpy pickles an array (under numpy 1's and
+    numpy 2's module names, and protocol 5's _frombuffer), and bytes pickled by Python 3 at protocol 2."""
+    try:
+        from numpy._core import multiarray, numeric  # numpy 2 (numpy 1.26 has it as an alias)
+    except ImportError:
+        from numpy.core import multiarray, numeric
+    allowed = {('_codecs', 'encode'): _latin1_encode, ('numpy', 'ndarray'): np.ndarray, ('numpy', 'dtype'): np.dtype}
+    for module in ('numpy.core', 'numpy._core'):
+        allowed[(module + '.multiarray', '_reconstruct')] = multiarray._reconstruct
+        allowed[(module + '.multiarray', 'scalar')] = multiarray.scalar
+        allowed[(module + '.numeric', '_frombuffer')] = numeric._frombuffer
+    return allowed
+
+
+BATCH_GLOBALS = _batch_globals()
+
+
+class BatchUnpickler(pickle.Unpickler):
+    """Reads CIFAR-10's batch pickles (dicts of strings, lists of ints and numpy arrays) and nothing else.
+
+    A pickle can name any function to call while it is read (os.system, say):
+    plain pickle.load runs it. Here every name outside numpy's array rebuilding
+    is refused before anything is called."""
+
+    def find_class(self, module, name):
+        allowed = BATCH_GLOBALS.get((module, name))
+        if allowed is None:
+            raise RefusedGlobal(f'{module}.{name}')
+        return allowed
+
+
+def _batch_contents(batch):
+    """(uint8 N x 3 x 32 x 32, int64 labels) of an unpickled batch, or a ValueError saying what is wrong."""
+    if not isinstance(batch, dict) or 'data' not in batch or 'labels' not in batch:
+        raise ValueError("not a dict with 'data' and 'labels'")
+    data, labels = batch['data'], batch['labels']
+    if not isinstance(data, np.ndarray) or data.dtype.kind not in 'iu' or data.ndim != 2 or data.shape[1] != 3072:
+        what = f'{data.dtype} array of shape {data.shape}' if isinstance(data, np.ndarray) else type(data).__name__
+        raise ValueError(f"'data' is a {what}, not N x 3072 pixel values")
+    if len(data) == 0:
+        raise ValueError('it holds no images')
+    if data.min() < 0 or data.max() > 255:
+        raise ValueError("'data' holds values outside 0-255")
+    if not isinstance(labels, (list, np.ndarray)):
+        raise ValueError(f"'labels' is a {type(labels).__name__}, not a list")
+    if len(labels) != len(data):  # a shorter list would pair images with the wrong labels
+        raise ValueError(f"{len(labels)} labels for {len(data)} images")
+    wrong = [v for v in labels if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= v <= 9]
+    if wrong:
+        raise ValueError(f"a label is {wrong[0]!r}; CIFAR-10's labels are whole numbers 0-9")
+    return data.astype(np.uint8).reshape(-1, 3, 32, 32), np.array(labels, dtype=np.int64)
 
 
 class ArrayDataset(torch.utils.data.Dataset):
@@ -179,22 +330,22 @@ class ArrayDataset(torch.utils.data.Dataset):
         return (self.transform(image) if self.transform else image), self.targets[i]
 
 
-def datasets(root, download=True):
+def datasets(root, download=True, train=True):
     """The assignment's (train, test) datasets with PIL transforms."""
-    import torchvision
     transform_train, transform_test = assignment_transforms()
     if layout(root) == 'folder':
-        return tuple(torchvision.datasets.ImageFolder(_split_dir(root, split), transform=t, loader=_read_image)
+        return tuple(ImageFiles(_split_dir(root, split), transform=t) if split == 'test' or train else None
                      for split, t in (('train', transform_train), ('test', transform_test)))
-    return (ArrayDataset(*_read_batches(root, True, download), transform_train),
+    return (ArrayDataset(*_read_batches(root, True, download), transform_train) if train else None,
             ArrayDataset(*_read_batches(root, False, download), transform_test))
 
 
-def plain_loaders(root, batch_size=100, download=True):
-    """The assignment's loaders: shuffled training set, batch 100, no workers."""
-    train_dataset, test_dataset = datasets(root, download)
-    train_loader = torch.utils.data.DataLoader(dataset=train_dataset, batch_size=batch_size, shuffle=True,
-                                               drop_last=len(train_dataset) % batch_size == 1)
+def plain_loaders(root, batch_size=100, download=True, train=True):
+    """The assignment's loaders: shuffled training set, batch 100, no workers. train=False reads only
+    the test split (train is None)."""
+    train_dataset, test_dataset = datasets(root, download, train)
+    train_loader = train_dataset and torch.utils.data.DataLoader(
+        dataset=train_dataset, batch_size=batch_size, shuffle=True, drop_last=len(train_dataset) % batch_size == 1)
     test_loader = torch.utils.data.DataLoader(dataset=test_dataset, batch_size=batch_size, shuffle=False)
     return train_loader, test_loader
 
@@ -222,8 +373,9 @@ def hold_out(images, labels, n):
 
 
 def tensor_loaders(root, batch_size, device, seed=None, train=True, holdout=0, test_batch_size=None,
-                   rank=0, world=1, cutout=0):
-    """(train, test) TensorLoaders over decoded images on `device`, in channels_last.
+                   rank=0, world=1, cutout=0, channels_last=True):
+    """(train, test) TensorLoaders over decoded images on `device`, in channels_last (or not: a
+    student's own network may `x.view` its input, which channels_last memory does not allow).
 
     train=False decodes only the test split (train is None). With `holdout`,
     the test loader is that many images held out of the training split, and the
@@ -234,10 +386,10 @@ def tensor_loaders(root, batch_size, device, seed=None, train=True, holdout=0, t
         train_data, test_data = hold_out(*train_data, holdout)
     else:
         test_data = decode(root, 'test')
-    test = TensorLoader(*test_data, test_batch_size or batch_size, device=device, channels_last=True)
+    test = TensorLoader(*test_data, test_batch_size or batch_size, device=device, channels_last=channels_last)
     if not train:
         return None, test
-    return TensorLoader(*train_data, batch_size, train=True, device=device, channels_last=True, seed=seed,
+    return TensorLoader(*train_data, batch_size, train=True, device=device, channels_last=channels_last, seed=seed,
                         rank=rank, world=world, cutout=cutout), test
 
 
@@ -277,6 +429,21 @@ def cutout(images, size, generator=None):
     return images.masked_fill(inside[:, None], 0)
 
 
+def _per_channel(values, images):
+    return torch.tensor(values, device=images.device).view(1, 3, 1, 1) * 255
+
+
+def normalize(images):
+    """uint8 image batches as the float input the models take: ToTensor's /255 and Normalize in one step."""
+    return (images.float() - _per_channel(MEAN, images)) / _per_channel(STD, images)
+
+
+def denormalize(images):
+    """`normalize`'s inverse: the uint8 pixels the data holds (exact, Normalize is affine)."""
+    pixels = images.float() * _per_channel(STD, images) + _per_channel(MEAN, images)
+    return pixels.round().clamp(0, 255).to(torch.uint8)
+
+
 class TensorLoader:
     """Batches of normalized float images from decoded uint8 tensors.
 
@@ -296,9 +463,6 @@ class TensorLoader:
         self.channels_last, self.rank, self.world, self.cutout = channels_last, rank, world, cutout
         self.generator = torch.Generator()
         self.generator.manual_seed(torch.initial_seed() if seed is None else seed)
-        shape = (1, 3, 1, 1)
-        self.mean = torch.tensor(MEAN, device=device).view(shape) * 255
-        self.std = torch.tensor(STD, device=device).view(shape) * 255
         self.dataset = images  # len(loader.dataset) works as with a DataLoader
         self.extra = None
 
@@ -318,13 +482,9 @@ class TensorLoader:
             x = self.images[idx]
             if self.train:
                 x = random_crop_flip(x, generator=self.generator)
-            x = self.normalize(x)
+            x = normalize(x)
             if self.train and self.cutout:
                 x = cutout(x, self.cutout, generator=self.generator)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield (x, self.labels[idx]) if self.extra is None else (x, self.labels[idx], self.extra[idx])
-
-    def normalize(self, images):
-        """uint8 images as the float input the models take: ToTensor's /255 and Normalize in one step."""
-        return (images.float() - self.mean) / self.std

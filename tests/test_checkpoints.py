@@ -198,8 +198,8 @@ def test_ctrl_c_message_names_what_was_saved(tmp_path):
     import subprocess
     import sys
     from conftest import ROOT
-    code = ('from helpers import checkpoints, flags\n'
-            'flags.install_friendly_errors()\n'
+    code = ('from helpers import checkpoints, errors\n'
+            'errors.install()\n'
             f'checkpoints.save_checkpoint({{}}, {str(tmp_path / "epoch20.ckpt")!r})\n'
             'raise KeyboardInterrupt\n')
     r = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True)
@@ -237,3 +237,229 @@ def test_ship_tool_stores_a_float32_file_in_half_precision_and_lists_it(tmp_path
     save_checkpoint(resnet().state_dict(), str(tmp_path / 'raw.ckpt'))
     with pytest.raises(CheckpointError, match='not scaled for the Adam epoch'):
         tool.main([str(tmp_path / 'raw.ckpt')])
+
+
+def test_an_out_through_a_symlink_and_dotdot_never_replaces_a_shipped_checkpoint(tmp_path, checkpoints):
+    path = shipped(tmp_path, checkpoints)
+    before = path.read_bytes()
+    (tmp_path / 'checkpoints' / 'deep').mkdir()
+    (tmp_path / 'outputs').mkdir()
+    os.symlink(tmp_path / 'checkpoints' / 'deep', tmp_path / 'outputs' / 'link')
+    # spelt as outputs/resnet50_cifar10.ckpt, but the link's '..' is checkpoints/
+    sneaky = str(tmp_path / 'outputs' / 'link' / '..' / 'resnet50_cifar10.ckpt')
+    with pytest.raises(CheckpointError, match=r'will not overwrite the shipped checkpoint .*\(that is .*checkpoints/'
+                                              r'resnet50_cifar10\.ckpt\); choose another --out'):
+        save_checkpoint(resnet().state_dict(), sneaky)
+    assert path.read_bytes() == before and not os.path.exists(tmp_path / 'outputs' / 'resnet50_cifar10.ckpt')
+
+
+@pytest.mark.parametrize('where', ['checkpoints/SHA256SUMS', 'outputs/SHA256SUMS', 'checkpoints/deep/../SHA256SUMS'])
+def test_no_sha256sums_is_ever_overwritten_by_a_save(tmp_path, checkpoints, where):
+    shipped(tmp_path, checkpoints)
+    (tmp_path / 'outputs').mkdir()
+    (tmp_path / 'checkpoints' / 'deep').mkdir()
+    sums = tmp_path / 'checkpoints' / 'SHA256SUMS'
+    before = sums.read_bytes()
+    with pytest.raises(CheckpointError, match=r"will not overwrite .*SHA256SUMS.*: it lists the shipped "
+                                              r"checkpoints' sha256 sums; choose another --out"):
+        save_checkpoint({'w': torch.zeros(1)}, str(tmp_path / where))
+    assert sums.read_bytes() == before and not (tmp_path / 'outputs' / 'SHA256SUMS').exists()
+
+
+def test_nothing_is_saved_into_the_projects_checkpoints_folder(tmp_path, monkeypatch):
+    from helpers import checkpoints
+    folder = tmp_path / 'project' / 'checkpoints'
+    folder.mkdir(parents=True)  # no SHA256SUMS: the folder itself is what is guarded
+    monkeypatch.setattr(checkpoints, 'SHIPPED_FOLDER', str(folder))
+    os.symlink(folder, tmp_path / 'alias')
+    for out in (folder / 'mine.ckpt', tmp_path / 'alias' / 'mine.ckpt', folder / 'sub' / 'mine.ckpt'):
+        with pytest.raises(CheckpointError, match=r'will not write .*mine\.ckpt.*: .*checkpoints holds only the '
+                                                  r'shipped checkpoints; choose another --out'):
+            save_checkpoint({'w': torch.zeros(1)}, str(out))
+    assert not os.listdir(folder)
+    save_checkpoint({'w': torch.zeros(1)}, str(tmp_path / 'project' / 'mine.ckpt'))  # beside it is fine
+
+
+def test_a_damaged_sha256sums_is_one_line_and_blank_lines_are_skipped(tmp_path, checkpoints, monkeypatch):
+    from helpers import checkpoints as module
+    path = shipped(tmp_path, checkpoints)
+    sums = tmp_path / 'checkpoints' / 'SHA256SUMS'
+    good = sums.read_text()
+    sums.write_text('\n' + good + '\n   \n')
+    load_checkpoint(resnet(), str(path))  # blank lines mean nothing
+    sums.write_text(good + 'not a sum\n')
+    with pytest.raises(CheckpointError, match=r"^line 2 of .*SHA256SUMS is not '<sha256>  <file name>'; "
+                                              r"restore it with `git checkout -- .*SHA256SUMS`$"):
+        load_checkpoint(resnet(), str(path))
+    sums.write_bytes(path.read_bytes()[:5000])  # a checkpoint saved over it, as --out could before
+    for attempt in (lambda: load_checkpoint(resnet(), str(path)),
+                    lambda: save_checkpoint({'w': torch.zeros(1)}, str(tmp_path / 'checkpoints' / 'x.ckpt')),
+                    lambda: ship_checkpoint(resnet().state_dict(), str(path))):
+        with pytest.raises(CheckpointError, match=r'^\S*SHA256SUMS is not a list of sha256 sums \(it is not text\); '
+                                                  r'restore it with `git checkout'):
+            attempt()
+    sums.write_text(good)
+    real_open = open
+
+    def unreadable(file, *args, **kwargs):
+        if str(file).endswith('SHA256SUMS'):
+            raise PermissionError(13, 'Permission denied', str(file))
+        return real_open(file, *args, **kwargs)
+    monkeypatch.setattr(module, 'open', unreadable, raising=False)  # root reads a mode-000 file anyway
+    with pytest.raises(CheckpointError, match=r'^cannot read .*SHA256SUMS \(Permission denied\); make it readable'):
+        load_checkpoint(resnet(), str(path))
+
+
+def test_shipping_writes_both_files_or_neither(tmp_path, checkpoints, monkeypatch):
+    import tempfile
+    path = shipped(tmp_path, checkpoints)
+    sums = tmp_path / 'checkpoints' / 'SHA256SUMS'
+    sums.write_text(sums.read_text() + '\n')  # a blank line: shipping once replaced the file, then crashed
+    torch.manual_seed(5)
+    new = resnet().state_dict()
+    ship_checkpoint(new, str(path))
+    load_checkpoint(resnet(), str(path))  # the line matches the new file
+    before = {p: p.read_bytes() for p in (path, sums)}
+    real_mkstemp = tempfile.mkstemp
+
+    def full_disk_for_the_sums(*args, prefix='', **kwargs):
+        if 'SHA256SUMS' in prefix:
+            raise OSError(28, 'No space left on device')
+        return real_mkstemp(*args, prefix=prefix, **kwargs)
+    monkeypatch.setattr(tempfile, 'mkstemp', full_disk_for_the_sums)
+    torch.manual_seed(6)
+    with pytest.raises(CheckpointError, match=r'cannot write .*No space left on device.*both files are as they were'):
+        ship_checkpoint(resnet().state_dict(), str(path))
+    assert {p: p.read_bytes() for p in (path, sums)} == before
+    assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['SHA256SUMS', 'resnet50_cifar10.ckpt']
+
+
+def inflated(checkpoint, tmp_path, mib=300):
+    """The checkpoint with an extra deflated entry of `mib` MiB of zeros: a few hundred KiB on disk."""
+    import shutil
+    import zipfile
+    path = tmp_path / 'inflated.ckpt'
+    shutil.copy(checkpoint, path)
+    with zipfile.ZipFile(path, 'a', zipfile.ZIP_DEFLATED) as z:
+        with z.open('archive/data/9999', 'w', force_zip64=True) as f:
+            for _ in range(mib):
+                f.write(bytes(1 << 20))
+    assert path.stat().st_size < os.path.getsize(checkpoint) + (1 << 20)
+    return str(path)
+
+
+def test_a_small_file_that_would_unpack_huge_is_refused_before_torch_load(tmp_path, checkpoints, monkeypatch):
+    path = inflated(checkpoints['resnet50'], tmp_path)
+    torch.save({'args': {}, 'epoch': 1, 'model': {}, 'optimizer': {}}, tmp_path / 'run.state')
+    (tmp_path / 'state').mkdir()
+    state = inflated(tmp_path / 'run.state', tmp_path / 'state')  # train.py's state, inflated the same way
+
+    def never(*args, **kwargs):
+        raise AssertionError('torch.load was reached')
+    monkeypatch.setattr(torch, 'load', never)
+    for attempt in (lambda: load_checkpoint(resnet(), path), lambda: read_state_dict(path),
+                    lambda: read_training_state(state)):
+        with pytest.raises(CheckpointError, match=r'^\S*inflated\.ckpt would unpack to \d+ MiB in \d+ entries, more '
+                                                  r'than the weights it should hold need .*refused before reading it'):
+            attempt()
+
+
+def test_a_checkpoint_of_the_expected_size_still_loads_into_either_model(checkpoints, tmp_path):
+    # the bound leaves room for the other model's checkpoint, which is then named as such
+    with pytest.raises(CheckpointError, match='is a ResNet50_layer4 checkpoint'):
+        load_checkpoint(MODELS['vgg16'](), checkpoints['resnet50'])
+    double = {k: v.double() if v.is_floating_point() else v for k, v in resnet().state_dict().items()}
+    torch.save(double, tmp_path / 'float64.ckpt')
+    load_checkpoint(resnet(), str(tmp_path / 'float64.ckpt'))
+
+
+def with_nan(state, key='fc.weight'):
+    state = dict(state)
+    state[key] = state[key].clone()
+    state[key].view(-1)[3] = float('nan')
+    return state
+
+
+def test_weights_that_hold_nan_or_infinity_are_not_saved(tmp_path):
+    path = tmp_path / 'out.ckpt'
+    path.write_bytes(b'old run')
+    sd = resnet().state_dict()
+    bad = with_nan(sd)
+    bad['layer1.0.weight'] = torch.full_like(sd['layer1.0.weight'], float('inf'))
+    for obj in (bad, {'args': {}, 'epoch': 3, 'model': bad, 'optimizer': {}}):  # main.py's and train.py's
+        with pytest.raises(CheckpointError) as e:
+            save_checkpoint(obj, str(path))
+        assert re.fullmatch(rf'\S*out\.ckpt not saved: 2 of {len(sd)} tensors hold NaN or infinity \(the run '
+                            r'diverged\); a file already there is as it was; use a smaller --lr', str(e.value))
+        assert path.read_bytes() == b'old run' and os.listdir(tmp_path) == ['out.ckpt']
+    with pytest.raises(CheckpointError, match='not saved: 1 of'):
+        ship_checkpoint(with_nan(sd), str(tmp_path / 'shipped.ckpt'))
+    assert os.listdir(tmp_path) == ['out.ckpt']
+
+
+def test_a_checkpoint_holding_nan_is_named_as_such(tmp_path):
+    torch.save(with_nan(resnet().state_dict()), tmp_path / 'nan.ckpt')
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(resnet(), str(tmp_path / 'nan.ckpt'))
+    assert re.fullmatch(r'\S*nan\.ckpt holds NaN or infinite weights \(1 of 373 tensors\); it cannot be fine-tuned '
+                        r'or tested; use another checkpoint \(the run that saved it had diverged\)', str(e.value))
+    state = resnet().state_dict()
+    state['layer1.1.running_var'][0] = float('inf')  # overflowed statistics still test: main.py's guard names them
+    torch.save(state, tmp_path / 'overflowed.ckpt')
+    load_checkpoint(resnet(), str(tmp_path / 'overflowed.ckpt'))
+
+
+@pytest.mark.filterwarnings('ignore:Detected pickle protocol 4')  # torch's note on evil4.pkl, which it refuses
+def test_pickled_code_is_told_from_damage_by_the_pickle_not_torchs_wording(tmp_path, monkeypatch):
+    marker = tmp_path / 'code-ran'
+    torch.save({'fc.weight': torch.zeros(10, 1024), 'evil': Payload(str(marker))}, tmp_path / 'evil.ckpt')
+    with open(tmp_path / 'evil4.pkl', 'wb') as f:
+        pickle.dump(Payload(str(marker)), f, protocol=4)  # names its function with STACK_GLOBAL
+    data = open(tmp_path / 'evil.ckpt', 'rb').read()
+    (tmp_path / 'cut.ckpt').write_bytes(data[:len(data) // 2])
+    real_load = torch.load
+
+    def reworded(*args, **kwargs):  # whatever torch says, in words no check knows
+        try:
+            return real_load(*args, **kwargs)
+        except Exception as e:
+            raise pickle.UnpicklingError('Unsupported global: the wording of some other torch version') from e
+    monkeypatch.setattr(torch, 'load', reworded)
+    for name in ('evil.ckpt', 'evil4.pkl'):
+        with pytest.raises(CheckpointError, match=rf'refused to load \S*{name}: it holds pickled code'):
+            read_state_dict(str(tmp_path / name))
+    with pytest.raises(CheckpointError, match=r'cut\.ckpt is damaged or not a PyTorch checkpoint; download'):
+        read_state_dict(str(tmp_path / 'cut.ckpt'))  # the message names a global, the file does not
+    assert not marker.exists()
+
+
+def test_an_unreadable_checkpoint_or_state_is_one_line(tmp_path, monkeypatch, checkpoints):
+    from helpers import checkpoints as module
+    real_open = open
+
+    def unreadable(file, *args, **kwargs):
+        if str(file).endswith(('resnet50.ckpt', 'run.state')):
+            raise PermissionError(13, 'Permission denied', str(file))
+        return real_open(file, *args, **kwargs)
+    torch.save({'args': {}, 'epoch': 1, 'model': {}, 'optimizer': {}}, tmp_path / 'run.state')
+    monkeypatch.setattr(module, 'open', unreadable, raising=False)  # root reads a mode-000 file anyway
+    with pytest.raises(CheckpointError, match=r'^cannot read \S*resnet50\.ckpt \(Permission denied\); '
+                                              r'make it readable$'):
+        load_checkpoint(resnet(), checkpoints['resnet50'])
+    with pytest.raises(CheckpointError, match=r'^cannot read \S*run\.state \(Permission denied\); make it readable$'):
+        read_training_state(str(tmp_path / 'run.state'))
+
+
+def test_a_full_disk_while_torch_writes_is_one_line_and_keeps_the_old_file(tmp_path, monkeypatch):
+    # torch.save reports ENOSPC as a RuntimeError from its zip writer, not as an OSError
+    path = tmp_path / 'fine.ckpt'
+    path.write_bytes(b'from an earlier run')
+
+    def full_disk(obj, f):
+        f.write(b'half a file')
+        raise RuntimeError('[enforce fail at inline_container.cc:603] . PytorchStreamWriter failed writing file '
+                           'data/0: file write failed')
+    monkeypatch.setattr(torch, 'save', full_disk)
+    with pytest.raises(CheckpointError, match=r'cannot write .*fine\.ckpt \(\[enforce fail.*file write failed\)'):
+        save_checkpoint({'w': torch.zeros(1)}, str(path))
+    assert path.read_bytes() == b'from an earlier run' and os.listdir(tmp_path) == ['fine.ckpt']

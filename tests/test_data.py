@@ -193,3 +193,170 @@ def test_a_missing_or_damaged_batch_file_is_named(torchvision_root, tmp_path):
     with pytest.raises(DataError, match=r'data_batch_3 is missing'):
         decode(str(root), 'train')
     assert decode(str(root), 'test')[0].shape == (50, 3, 32, 32)  # the test split does not need it
+
+
+def copy_of(torchvision_root, tmp_path):
+    import shutil
+    shutil.copytree(torchvision_root, tmp_path / 'tv')
+    return tmp_path / 'tv', tmp_path / 'tv' / 'cifar-10-batches-py' / 'test_batch'
+
+
+class RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f'touch {self.marker}',))  # what a hostile batch file does when unpickled
+
+
+def test_a_batch_file_that_runs_code_is_refused_and_the_code_never_runs(torchvision_root, tmp_path):
+    import pickle
+    root, batch = copy_of(torchvision_root, tmp_path)
+    marker = tmp_path / 'code-ran'
+    for protocol in (2, 4, 5):
+        with open(batch, 'wb') as f:
+            pickle.dump({'data': np.zeros((10, 3072), np.uint8), 'labels': [0] * 10, 'x': RunsCode(marker)}, f,
+                        protocol=protocol)
+        with pytest.raises(DataError) as e:
+            decode(str(root), 'test')
+        assert str(e.value) == (f"{batch} holds pickled code or objects other than CIFAR-10's arrays; refused, "
+                                f"not run; delete {root / 'cifar-10-batches-py'} and run again to download it afresh")
+        assert not marker.exists()
+        with pytest.raises(DataError, match='holds pickled code'):
+            data.datasets(str(root), download=False)  # the plain pipeline reads the same way
+        assert not marker.exists()
+
+
+def test_batches_pickled_by_numpy_1_and_2_at_every_protocol_load(torchvision_root, tmp_path):
+    import pickle
+    root, batch = copy_of(torchvision_root, tmp_path)
+    pixels = np.random.default_rng(0).integers(0, 256, (7, 3072), dtype=np.uint8)
+    labels = np.arange(7) % 10
+    # CIFAR-10's own batches are Python 2 pickles (protocol 2) that name numpy 1's modules
+    for protocol, as_numpy_1 in [(p, False) for p in range(2, pickle.HIGHEST_PROTOCOL + 1)] + [(2, True)]:
+        pickled = pickle.dumps({'batch_label': 'testing batch 1 of 1', 'data': pixels, 'filenames': ['a.png'] * 7,
+                                'labels': [np.int64(v) for v in labels] if as_numpy_1 else labels.tolist()},
+                               protocol=protocol)
+        if as_numpy_1:
+            pickled = pickled.replace(b'numpy._core.', b'numpy.core.')
+            assert b'numpy.core.multiarray\n_reconstruct' in pickled and b'_core' not in pickled
+        batch.write_bytes(pickled)
+        images, got = decode(str(root), 'test')
+        assert torch.equal(images, torch.from_numpy(pixels).view(7, 3, 32, 32)) and got.tolist() == labels.tolist()
+
+
+@pytest.mark.parametrize('contents, why', [
+    ({'data': np.zeros((0, 3072), np.uint8), 'labels': []}, 'holds no images'),
+    ({'data': np.zeros((4, 3072), np.uint8), 'labels': [1, 2, 3]}, '3 labels for 4 images'),
+    ({'data': np.zeros((4, 3072), np.uint8), 'labels': [1, 2, 3, 10]}, "a label is 10; CIFAR-10's labels are"),
+    ({'data': np.zeros((4, 3072), np.uint8), 'labels': [1, 2, -1, 3]}, 'a label is -1'),
+    ({'data': np.zeros((4, 3072), np.uint8), 'labels': [1, 2, 3.0, 4]}, 'a label is 3.0'),
+    ({'data': np.zeros((4, 3072), np.uint8), 'labels': [1, 2, '3', 4]}, "a label is '3'"),
+    ({'data': np.zeros((4, 3072), np.uint8), 'labels': 'cats'}, "'labels' is a str"),
+    ({'data': np.zeros((4, 3000), np.uint8), 'labels': [1, 2, 3, 4]}, r'shape \(4, 3000\), not N x 3072'),
+    ({'data': np.full((4, 3072), 0.5), 'labels': [1, 2, 3, 4]}, 'float64 array'),
+    ({'data': np.full((4, 3072), 256), 'labels': [1, 2, 3, 4]}, 'values outside 0-255'),
+    ({'data': 'pixels', 'labels': [1, 2, 3, 4]}, "'data' is a str"),
+    ([1, 2, 3], "not a dict with 'data' and 'labels'"),
+])
+def test_damaged_batch_contents_are_one_line(torchvision_root, tmp_path, contents, why):
+    import pickle
+    root, batch = copy_of(torchvision_root, tmp_path)
+    batch.write_bytes(pickle.dumps(contents))
+    with pytest.raises(DataError, match=r'test_batch is damaged \(.*' + why) as e:
+        decode(str(root), 'test')
+    assert '\n' not in str(e.value) and str(e.value).endswith('and run again to download it afresh')
+
+
+def test_an_unreadable_split_or_class_folder_is_one_line(image_folder, monkeypatch):
+    # the tests run as root, whom chmod 000 does not stop: make the listing fail instead
+    real_listdir, real_scandir = os.listdir, os.scandir
+
+    def refuse(folder):
+        def listing(path='.', real=None):
+            if os.path.abspath(path) == os.path.abspath(folder):
+                raise PermissionError(13, 'Permission denied', str(path))
+            return (real or real_listdir)(path)
+        return listing
+    for folder in (os.path.join(image_folder, 'test'), os.path.join(image_folder, 'test', 'cat')):
+        monkeypatch.setattr(os, 'listdir', refuse(folder))
+        with pytest.raises(DataError, match=r'^cannot read folder .*test.* \(Permission denied\); make it readable'):
+            decode(image_folder, 'test')
+    monkeypatch.setattr(os, 'listdir', real_listdir)
+    deeper = os.path.join(image_folder, 'test', 'cat')  # a folder the walk meets, not _split_dir's listing
+    monkeypatch.setattr(os, 'scandir', lambda path='.': (_ for _ in ()).throw(
+        PermissionError(13, 'Permission denied', str(path))) if os.path.abspath(path) == deeper else real_scandir(path))
+    with pytest.raises(DataError, match=r'^cannot read folder .*cat \(Permission denied\)'):
+        decode(image_folder, 'test')
+
+
+def one_image_per_class(tmp_path, split='test'):
+    for c in CLASSES:
+        os.makedirs(tmp_path / split / c, exist_ok=True)
+        Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / split / c / 'a.png')
+    return tmp_path
+
+
+def test_symlink_loops_in_a_class_folder_list_each_image_once_and_end(tmp_path):
+    root = one_image_per_class(one_image_per_class(tmp_path, 'train'))
+    cat = root / 'test' / 'cat'
+    (cat / 'sub').mkdir()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(cat / 'sub' / 'b.png')
+    expected = [str(cat / 'a.png'), str(cat / 'sub' / 'b.png')]
+    os.symlink('.', cat / 'here')  # a loop: os.walk(followlinks=True) went round it 40 times
+    assert [p for p, label in data.image_files(str(root / 'test')) if label == CLASSES.index('cat')] == expected
+    os.symlink('..', cat / 'sub' / 'up')  # a second loop: together they hung the listing
+    os.symlink('sub', cat / 'same')  # a second way into a real folder
+    samples = data.image_files(str(root / 'test'))
+    assert [p for p, label in samples if label == CLASSES.index('cat')] == expected and len(samples) == 11
+    assert len(decode(str(root), 'test')[1]) == 11
+    assert len(data.datasets(str(root))[1]) == 11  # the plain pipeline lists the same
+
+
+def png_chunk(kind, body):
+    import struct
+    import zlib
+    return struct.pack('>I', len(body)) + kind + body + struct.pack('>I', zlib.crc32(kind + body))
+
+
+def png_header(width, height, bit_depth=8, colour=2):
+    """A PNG's signature and header chunk: what Image.open reads to know the size."""
+    import struct
+    return b'\x89PNG\r\n\x1a\n' + png_chunk(b'IHDR', struct.pack('>IIBBBBB', width, height, bit_depth, colour, 0, 0, 0))
+
+
+def png_without_pixels(width, height):
+    """A PNG that claims width x height but holds no pixel data at all."""
+    return png_header(width, height) + png_chunk(b'IDAT', b'') + png_chunk(b'IEND', b'')
+
+
+def test_a_huge_image_is_refused_from_its_header_before_decoding(tmp_path):
+    root = one_image_per_class(tmp_path)
+    bomb = root / 'test' / 'dog' / 'bomb.png'
+    bomb.write_bytes(png_without_pixels(100000, 100000))  # 10^10 pixels claimed in 57 bytes
+    with pytest.raises(DataError, match=r'^image .*bomb\.png claims to be huge .*CIFAR-10 images are 32x32'):
+        decode(str(root), 'test')
+    bomb.write_bytes(png_without_pixels(10000, 10000))  # over PIL's warning limit, under its error limit
+    with pytest.raises(DataError, match=r'^image .*bomb\.png claims to be huge'):
+        decode(str(root), 'test')
+    bomb.write_bytes(png_without_pixels(64, 64))  # no pixel data at all: refused for its size, never decoded
+    with pytest.raises(DataError, match=r'^image .*bomb\.png is 64x64, CIFAR-10 images are 32x32'):
+        decode(str(root), 'test')
+
+
+def test_16_bit_and_float_images_are_refused_not_squashed(tmp_path):
+    root = one_image_per_class(tmp_path)
+    deep = root / 'test' / 'dog' / 'deep.tif'
+    for pixels in (np.full((32, 32), 1000, np.uint16), np.full((32, 32), 70000, np.int32),
+                   np.full((32, 32), 0.5, np.float32)):
+        Image.fromarray(pixels).save(deep)
+        with pytest.raises(DataError, match=r"^image .*deep\.tif has \S+ pixels of more than 8 bits; "
+                                            r"CIFAR-10 images are 8-bit RGB"):
+            decode(str(root), 'test')
+    deep.unlink()
+    import zlib
+    rows = b''.join(b'\0' + b'\x12\x34' * 3 * 32 for _ in range(32))  # 48-bit RGB, which PIL opens as RGB
+    (root / 'test' / 'dog' / 'deep.png').write_bytes(
+        png_header(32, 32, bit_depth=16) + png_chunk(b'IDAT', zlib.compress(rows)) + png_chunk(b'IEND', b''))
+    with pytest.raises(DataError, match=r'deep\.png has RGB pixels of more than 8 bits'):
+        decode(str(root), 'test')

@@ -6,15 +6,12 @@ import pytest
 import torch
 
 from conftest import ROOT
+from helpers.checkpoints import read_sums
 from helpers.model_table import MODELS, PRETRAINED
 from helpers.weight_scaling import largest_safe_batch
 
-SUMS = os.path.join(ROOT, 'checkpoints', 'SHA256SUMS')
-
-
 def shipped():
-    with open(SUMS) as f:
-        return [line.split() for line in f if line.strip()]
+    return [(digest, name) for name, digest in read_sums(os.path.join(ROOT, 'checkpoints')).items()]
 
 
 def test_every_listed_checkpoint_matches_its_sha256():
