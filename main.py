@@ -13,12 +13,13 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from helpers import data, devices, fast_path, flags
-from helpers.checkpoints import load_checkpoint, save_checkpoint
+from helpers import data, devices, errors, fast_path, flags, guards
+from helpers.checkpoints import load_checkpoint, save_checkpoint, sha256
+from helpers.model_table import own_network
 from resnet50_full import ResNet50_layer4
 from vgg16_full import vgg16
 
-flags.install_friendly_errors()
+errors.install()
 
 ###########################################################
 # Choose model
@@ -38,6 +39,7 @@ eval_only = False    # True: only test the checkpoint
 out = None           # the fine-tuned checkpoint; None is outputs/<model>_final.ckpt
 seed = None
 plain = False        # True: the assignment's own data pipeline, float32, no speed-ups
+bf16 = 'auto'        # 'auto': bf16 autocast where the CPU or GPU computes bf16 natively; 'off': float32
 report = None        # a folder for report.md and its figures
 ###########################################################
 model_name = flags.apply_overrides(globals())
@@ -45,30 +47,37 @@ device = devices.pick_device(device)
 if seed is not None:
     torch.manual_seed(seed)
 # before the data, so that a wrong path fails at once; a network of your own may start from scratch
-if flags.own_network(model) and not os.path.exists(PATH):
+if own_network(model) and not os.path.exists(PATH):
     print(f'note: no checkpoint at {PATH}, so {model_name} starts from random weights')
     PATH = None
 else:
     load_checkpoint(model, PATH)
+if own_network(model):
+    guards.check_outputs(model, model_name)  # ten classes, one score each
+checkpoint_sha256 = report and PATH and sha256(PATH)  # before the run, which may save over PATH
 if not eval_only:
-    flags.check_batch_size(model, batch_size)  # the scaled VGG16 overflows float32 in huge batches
+    guards.check_batch_size(model, batch_size)  # the scaled VGG16 overflows float32 in huge batches
 
 # CIFAR-10: random crop (padding 4) and horizontal flip for training, batch 100
 if plain:
-    train_loader, test_loader = data.plain_loaders(data_dir, batch_size)
+    train_loader, test_loader = data.plain_loaders(data_dir, batch_size, train=not eval_only)
     autocast = contextlib.nullcontext()  # float32 throughout
+    adam_options = {}
     model = model.to(device)
 else:
-    train_loader, test_loader = data.tensor_loaders(data_dir, batch_size, device, seed, train=not eval_only)
-    autocast = devices.autocast(device)
-    model = fast_path.prepare(model, device)
+    train_loader, test_loader = data.tensor_loaders(data_dir, batch_size, device, seed, train=not eval_only,
+                                                    channels_last=not own_network(model))
+    autocast = devices.autocast(device, bf16=bf16 == 'auto')
+    adam_options = fast_path.adam_options(device)
+    model = fast_path.prepare(model, device, bf16=isinstance(autocast, torch.autocast))
 train_images = 0 if eval_only else len(train_loader.dataset)
-print(f'{model_name} from {PATH or "random weights"} on {device}; {train_images} training and '
-      f'{len(test_loader.dataset)} test images from {data_dir}' + (' (plain pipeline)' if plain else ''))
+print(f'{model_name} from {PATH or "random weights"} on {device}, {devices.precision(autocast, device)}; '
+      f'{train_images} training and {len(test_loader.dataset)} test images from {data_dir}'
+      + (' (plain pipeline)' if plain else ''))
 
 # Loss and optimizer
 criterion = nn.CrossEntropyLoss()
-optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate, **adam_options)
 
 
 # For updating learning rate
@@ -103,11 +112,11 @@ for epoch in range(0 if eval_only else num_epochs):
         train_loss += loss.detach()
         step_losses.append(loss.detach())
         if (batch_index + 1) % 100 == 0:
-            flags.stop_if_diverged(step_losses, current_lr)
+            guards.stop_if_diverged(step_losses, current_lr)
             tqdm.write("Epoch [{}/{}], Step [{}/{}] Loss: {:.4f}"
                        .format(epoch + 1, num_epochs, batch_index + 1, total_step,
                                train_loss.item() / (batch_index + 1)))
-    flags.stop_if_diverged(step_losses, current_lr)  # before anything is saved
+    guards.stop_if_diverged(step_losses, current_lr)  # before anything is saved
 
     # Decay learning rate
     if (epoch + 1) % 20 == 0:
@@ -149,10 +158,12 @@ print(accuracy_line)
 
 if report:
     from helpers import report as run_report
-    run_report.write(report, model_name=model_name, checkpoint=PATH, device=device, data_dir=data_dir,
+    run_report.write(report, model_name=model_name, checkpoint=PATH, checkpoint_sha256=checkpoint_sha256,
+                     device=device, data_dir=data_dir,
                      train_images=train_images, test_images=len(test_loader.dataset), gallery=gallery,
                      settings=dict(epochs=0 if eval_only else num_epochs, learning_rate=learning_rate,
-                                   batch_size=batch_size, seed=seed, plain=plain),
+                                   batch_size=batch_size, seed=seed, plain=plain,
+                                   precision=devices.precision(autocast, device)),
                      step_losses=torch.stack(step_losses).float().cpu().tolist() if step_losses else [],
                      confusion=confusion.tolist(), train_seconds=train_seconds, test_seconds=test_seconds,
                      accuracy_line=accuracy_line)

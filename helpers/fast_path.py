@@ -1,59 +1,80 @@
 """What makes main.py's fine-tune fast without changing what it computes.
 
-Measured on this project's machines (numbers in the README):
   * data: every image is decoded once and kept as one uint8 tensor on the
     device; crop, flip and normalize run on whole batches there, instead of
-    PIL transforms image by image in the main process;
-  * channels_last: oneDNN and cuDNN pick faster convolutions for it (ResNet's
-    1x1 convolutions most of all);
-  * on the CPU, 1x1 convolutions as one matrix product over the pixels
-    (ResNet has 40 of them) where that measured faster than oneDNN's 1x1
-    kernels on these 2x2 to 8x8 maps (see `pointwise_as_gemm`);
-  * bfloat16 autocast on GPUs that have it (helpers/devices.py).
+    PIL transforms image by image in the main process (helpers/data.py's
+    `tensor_loaders`);
+  * channels_last: oneDNN and cuDNN pick faster convolutions for it;
+  * bf16 autocast where the hardware computes bf16 natively: GPUs, and CPUs
+    with AVX512-BF16 or AMX (helpers/devices.py); BatchNorm1d stays float32;
+  * on the CPU, 1x1 convolutions as one matrix product over the pixels where
+    that measured faster (`pointwise_as_gemm`);
+  * Adam's fused kernel (`adam_options`).
 
-The data side (decode once, batched augmentation) is helpers/data.py's
-`tensor_loaders`.
+Each was kept because it measured faster in an A/B on this project's CPUs;
+the figures, and what was tried and lost (torch.compile), are in docs/speed.md.
 """
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from helpers.model_table import name_of
+from vgg16_full import VGG
+
 
 class PointwiseConv2d(nn.Conv2d):
-    """A 1x1 convolution computed as a matrix product: the same parameters and
-    arithmetic, a faster kernel on the CPU. Swapped in by `prepare`."""
+    """A 1x1 convolution computed as a matrix product: the same parameters and arithmetic, a
+    faster kernel for a CPU training step. In bf16 without gradients (the test pass) oneDNN's
+    own 1x1 kernel is the faster one, so it is used there. Swapped in by `prepare`."""
 
     def forward(self, x):
+        if x.dtype == torch.bfloat16 and not torch.is_grad_enabled():
+            return super().forward(x)
         if self.stride != (1, 1):
             x = x[:, :, ::self.stride[0], ::self.stride[1]]
         y = F.linear(x.permute(0, 2, 3, 1), self.weight.flatten(1), self.bias)
         return y.permute(0, 3, 1, 2)  # NCHW shape, channels_last memory
 
 
-def pointwise_as_gemm(bf16=False):
-    """Whether this CPU runs 1x1 convolutions faster as PointwiseConv2d's matrix product.
+class Float32BatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm1d computed in float32 under bf16 autocast. The shipped VGG16's head
+    BatchNorm1d sees values near 2^60 (helpers/weight_scaling.py) and squares them:
+    its statistics keep float32's mantissa, whatever precision the layers around it use."""
 
-    Measured with ResNet50_layer4, one training step: in bf16 autocast on an
-    AVX512-BF16 CPU GEMM took 0.194 s against oneDNN's 0.406 s (batch 128,
-    SGD); in float32 on AVX2-only CPUs 0.912 s against 1.141 s (batch 128,
-    SGD) and 0.72-0.82 s against 0.78-0.89 s (batch 100, Adam, as main.py),
-    but in float32 on an AVX-512 CPU 0.376 s against 0.31 s (batch 100, Adam),
-    where oneDNN's own kernels win.
-    """
+    def forward(self, x):
+        with torch.autocast(x.device.type, enabled=False):
+            return super().forward(x.float())
+
+
+def pointwise_as_gemm(bf16=False):
+    """Whether this CPU's training step runs 1x1 convolutions faster as PointwiseConv2d's matrix
+    product: yes under bf16 autocast and on CPUs below AVX-512; on AVX-512 CPUs in float32
+    oneDNN's own kernels win (docs/speed.md)."""
     return bf16 or torch.backends.cpu.get_cpu_capability() != 'AVX512'
 
 
-def prepare(model, device, bf16=False):
-    """The model on `device` in channels_last, with the CPU's faster 1x1 convolutions.
+def adam_options(device):
+    """Keyword arguments for torch.optim.Adam: its fused kernel (the same update, in one pass
+    over the parameters) where this torch has it for `device`."""
+    major, minor = (int(v) for v in torch.__version__.split('.')[:2])
+    fused = device.type == 'cuda' or (device.type == 'cpu' and (major, minor) >= (2, 4))
+    return {'fused': True} if fused else {}
 
-    `bf16`: the model will run under CPU bf16 autocast (train.py on CPUs that
-    have it). Parameter names and shapes do not change, so checkpoints load and
-    save as before.
+
+def prepare(model, device, bf16=False):
+    """The model on `device` in channels_last (the assignment's models), with the CPU's faster 1x1 convolutions.
+
+    `bf16`: the model will run under bf16 autocast (helpers/devices.py). Parameter
+    names and shapes do not change, so checkpoints load and save as before.
     """
-    model = model.to(device, memory_format=torch.channels_last)
-    if device.type == 'cpu' and pointwise_as_gemm(bf16):
-        for m in model.modules():
-            if (type(m) is nn.Conv2d and m.kernel_size == (1, 1) and m.padding == (0, 0)
-                    and m.dilation == (1, 1) and m.groups == 1):
-                m.__class__ = PointwiseConv2d
+    # a student's own network may x.view() its activations, which channels_last memory does not allow
+    layout = torch.channels_last if name_of(model) or isinstance(model, VGG) else torch.contiguous_format
+    model = model.to(device, memory_format=layout)
+    for m in model.modules():
+        if device.type == 'cpu' and pointwise_as_gemm(bf16) and (
+                type(m) is nn.Conv2d and m.kernel_size == (1, 1) and m.padding == (0, 0)
+                and m.dilation == (1, 1) and m.groups == 1):
+            m.__class__ = PointwiseConv2d
+        if bf16 and type(m) is nn.BatchNorm1d:
+            m.__class__ = Float32BatchNorm1d
     return model

@@ -15,8 +15,7 @@ import sys
 
 import torch
 
-from helpers.checkpoints import sha256
-from helpers.data import CLASSES, MEAN, STD, layout
+from helpers.data import CLASSES, denormalize, layout
 
 
 def _pyplot():
@@ -30,13 +29,6 @@ def _pyplot():
               'pip install matplotlib to get them', file=sys.stderr)
         return None
     return plt
-
-
-def as_pixels(images):
-    """Normalized image batches back to the uint8 pixels the data holds (exact: Normalize is affine)."""
-    mean = torch.tensor(MEAN, device=images.device).view(1, 3, 1, 1) * 255
-    std = torch.tensor(STD, device=images.device).view(1, 3, 1, 1) * 255
-    return (images.float() * std + mean).round().clamp(0, 255).to(torch.uint8)
 
 
 class Gallery:
@@ -69,7 +61,7 @@ class Gallery:
         index = index[confidence[index].argsort(descending=True)[:most]]
         if len(index) == 0:
             return []
-        return list(zip(confidence[index].tolist(), as_pixels(images[index]).cpu(),
+        return list(zip(confidence[index].tolist(), denormalize(images[index]).cpu(),
                         labels[index].tolist(), predicted[index].tolist()))
 
 
@@ -150,9 +142,15 @@ def _figures(folder, step_losses, per_class, confusion, gallery=None):
     return [(title, name) for title, name, _ in made]
 
 
-def write(folder, *, model_name, checkpoint, device, data_dir, train_images, test_images, settings,
-          step_losses, confusion, train_seconds, test_seconds, accuracy_line, gallery=None):
+FIGURES = ('loss.png', 'per_class.png', 'confusion.png', 'mistakes.png', 'confused_pair_correct.png')
+
+
+def write(folder, *, model_name, checkpoint, checkpoint_sha256, device, data_dir, train_images, test_images,
+          settings, step_losses, confusion, train_seconds, test_seconds, accuracy_line, gallery=None):
     os.makedirs(folder, exist_ok=True)
+    for name in FIGURES:  # a reused folder keeps no figure of an earlier run that this one does not draw
+        if os.path.isfile(os.path.join(folder, name)):
+            os.remove(os.path.join(folder, name))
     per_class = [100 * row[i] / max(sum(row), 1) for i, row in enumerate(confusion)]
     figures = _figures(folder, step_losses, per_class, confusion, gallery)
     fine_tuned = settings['epochs'] > 0
@@ -161,8 +159,8 @@ def write(folder, *, model_name, checkpoint, device, data_dir, train_images, tes
         '| | |', '| --- | --- |',
         f'| model | {model_name} |',
         f'| checkpoint | `{checkpoint}` |' if checkpoint else '| checkpoint | none: random weights |',
-        f'| checkpoint sha256 | `{sha256(checkpoint)}` |' if checkpoint else None,
-        f'| device | {device} |',
+        f'| checkpoint sha256 | `{checkpoint_sha256}` |' if checkpoint else None,
+        f"| device | {device}, {settings['precision']} |",
         f'| data | `{data_dir}` ({layout(data_dir) or "torchvision"} layout): {train_images} training, '
         f'{test_images} test images |',
         f"| fine-tuning | {settings['epochs']} epoch(s), Adam, lr {settings['learning_rate']}, "

@@ -1,14 +1,17 @@
 """Time main.py's fast default against the assignment's plain pipeline.
 
-Both run as whole `python main.py` processes (start to the accuracy line), on
-the same data, checkpoint and seed, alternating plain and fast so that a busy
-machine slows both alike. Prints each run, the mean times, the ratio and both
-accuracies.
+Each arm runs as whole `python main.py` processes (start to the accuracy line),
+on the same data and checkpoint; every round runs all arms with the same seed,
+in alternating order, so that a busy machine slows them alike. Prints each run,
+then per arm the mean time, its speed-up over the first arm and the accuracies.
 
-    python -m tools.benchmark --data DIR --model resnet50 --checkpoint PATH \
-        [--train-images 2000 --test-images 1000] [--rounds 3] [--device cpu]
+    python -m tools.benchmark --data DIR --model resnet50 \
+        [--train-images 5000 --test-images 1000] [--rounds 3] [--seeds 0 1 2] \
+        [--arms plain fast float32]
 
-With --train-images/--test-images an image folder is cut down (symlinks in a
+Arms: `plain` (main.py --plain, the assignment's pipeline), `fast` (the
+default), `float32` (the fast path with --bf16 off). With
+--train-images/--test-images an image folder is cut down (symlinks in a
 temporary folder, the first images of each class) so that a CPU run takes
 minutes, not hours.
 """
@@ -22,9 +25,11 @@ import time
 
 from helpers.data import CLASSES, layout
 from helpers.flags import Parser, positive_int
+from helpers.model_table import PRETRAINED
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ACCURACY = re.compile(r'Accuracy of the model on the test images: ([\d.]+) %')
+ARMS = {'plain': ['--plain'], 'fast': [], 'float32': ['--bf16', 'off']}
 
 
 def subset(src, dst, per_class):
@@ -36,27 +41,36 @@ def subset(src, dst, per_class):
     return dst
 
 
-def run(args, data, plain, out):
+def run(args, data, arm, seed, out):
     cmd = [sys.executable, os.path.join(ROOT, 'main.py'), '--model', args.model, '--data', data,
-           '--checkpoint', args.checkpoint, '--device', args.device, '--seed', '0', '--out', out]
+           '--checkpoint', args.checkpoint, '--device', args.device, '--seed', str(seed), '--out', out]
     start = time.perf_counter()
-    r = subprocess.run(cmd + (['--plain'] if plain else []), capture_output=True, text=True)
+    r = subprocess.run(cmd + ARMS[arm], capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if r.returncode != 0:
         sys.exit(f'main.py failed:\n{r.stderr}')
-    return seconds, float(ACCURACY.search(r.stdout).group(1))
+    return seconds, float(ACCURACY.search(r.stdout).group(1)), r.stdout.splitlines()[0]
 
 
 def main():
     p = Parser(prog='python -m tools.benchmark', description=__doc__.splitlines()[0])
     p.add_argument('--data', required=True)
     p.add_model_flag(default='resnet50')
-    p.add_argument('--checkpoint', required=True)
+    p.add_argument('--checkpoint', help='default: the shipped one of --model')
     p.add_device_flag()
     p.add_argument('--train-images', type=positive_int, help='use this many training images (image folders only)')
     p.add_argument('--test-images', type=positive_int, help='and this many test images')
     p.add_argument('--rounds', type=positive_int, default=3)
+    p.add_argument('--seeds', type=int, nargs='+', default=[0], metavar='N',
+                   help='round i runs with the i-th seed, cycling (default: 0)')
+    p.add_argument('--arms', nargs='+', choices=list(ARMS), default=['plain', 'fast'],
+                   help='what to run; speed-ups are over the first (default: plain fast)')
     args = p.parse_args()
+    args.checkpoint = args.checkpoint or os.path.join(ROOT, PRETRAINED[args.model])
+    if len(set(args.arms)) != len(args.arms):
+        p.error('--arms names an arm twice')
+    times = {arm: [] for arm in args.arms}
+    accs = {arm: [] for arm in args.arms}
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data
         if args.train_images or args.test_images:
@@ -64,18 +78,22 @@ def main():
                 p.error(f'--train-images and --test-images need an image folder, and {args.data} is not one')
             data = subset(args.data, os.path.join(tmp, 'data'),
                           {'train': (args.train_images or 50000) // 10, 'test': (args.test_images or 10000) // 10})
-        times = {True: [], False: []}
-        accs = {True: [], False: []}
         for i in range(args.rounds):
-            for plain in ((True, False) if i % 2 == 0 else (False, True)):
-                s, a = run(args, data, plain, os.path.join(tmp, 'out.ckpt'))
-                times[plain].append(s)
-                accs[plain].append(a)
-                print(f"round {i + 1} {'plain' if plain else 'fast '}: {s:7.1f} s  accuracy {a:.2f} %", flush=True)
-    plain_s, fast_s = statistics.mean(times[True]), statistics.mean(times[False])
-    print(f'{args.model} on {args.device}, {args.rounds} rounds: plain {plain_s:.1f} s, fast {fast_s:.1f} s, '
-          f'speed-up {plain_s / fast_s:.2f}x; accuracy plain {statistics.mean(accs[True]):.2f} % '
-          f'(runs {accs[True]}), fast {statistics.mean(accs[False]):.2f} % (runs {accs[False]})')
+            seed = args.seeds[i % len(args.seeds)]
+            for arm in (args.arms if i % 2 == 0 else args.arms[::-1]):
+                s, a, first_line = run(args, data, arm, seed, os.path.join(tmp, 'out.ckpt'))
+                if i == 0:
+                    print(f'{arm}: {first_line}', flush=True)
+                times[arm].append(s)
+                accs[arm].append(a)
+                print(f'round {i + 1} seed {seed} {arm:>7}: {s:7.1f} s  accuracy {a:.2f} %', flush=True)
+    base = statistics.mean(times[args.arms[0]])
+    print(f'{args.model} on {args.device}, {args.rounds} rounds, seeds {args.seeds}:')
+    for arm in args.arms:
+        mean = statistics.mean(times[arm])
+        spread = f', spread {max(accs[arm]) - min(accs[arm]):.2f}' if len(accs[arm]) > 1 else ''
+        print(f'  {arm:>7}: {mean:7.1f} s, {base / mean:.2f}x over {args.arms[0]}; accuracy mean '
+              f'{statistics.mean(accs[arm]):.2f} %{spread} (runs {accs[arm]})')
 
 
 if __name__ == '__main__':
