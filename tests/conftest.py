@@ -1,8 +1,7 @@
-"""Small CIFAR-10-shaped data made here, checkpoints of both models, and a
-way to run main.py as a user would. Nothing is downloaded."""
+"""Fixtures: small CIFAR-10-shaped data made here and checkpoints of both models.
+Nothing is downloaded. Running the scripts is tests/scripts.py's."""
 import os
 import pickle
-import subprocess
 import sys
 
 import numpy as np
@@ -68,10 +67,3 @@ def checkpoints(tmp_path_factory):
         paths[name] = str(d / f'{name}.ckpt')
         torch.save(build().state_dict(), paths[name])
     return paths
-
-
-def run_main(*args, cwd=ROOT, timeout=300, script='main.py', env=None):
-    """main.py (or another script of the repo) in a subprocess, as a user runs it."""
-    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='2', **(env or {}))
-    return subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout, env=env)

@@ -2,11 +2,12 @@
 import json
 import re
 
+import pytest
 import torch
 import torch.nn as nn
 from PIL import Image
 
-from conftest import run_main
+from scripts import main, run
 from helpers.data import CLASSES, TensorLoader, decode
 from helpers.report import Gallery, confused_pairs
 
@@ -18,9 +19,9 @@ def table_rows(text, heading):
 
 def test_report_of_a_fine_tuning_run(image_folder, checkpoints, tmp_path):
     # on the CPU, where two runs with one seed compute exactly the same
-    plain = run_main('--data', image_folder, '--checkpoint', checkpoints['resnet50'], '--batch-size', 30,
+    plain = main('--data', image_folder, '--checkpoint', checkpoints['resnet50'], '--batch-size', 30,
                      '--out', tmp_path / 'a.ckpt', '--seed', 3, '--device', 'cpu')
-    r = run_main('--data', image_folder, '--checkpoint', checkpoints['resnet50'], '--batch-size', 30,
+    r = main('--data', image_folder, '--checkpoint', checkpoints['resnet50'], '--batch-size', 30,
                  '--out', tmp_path / 'a.ckpt', '--seed', 3, '--device', 'cpu', '--report', tmp_path / 'report')
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[1:] == plain.stdout.splitlines()[1:]  # the report changes nothing printed
@@ -45,7 +46,7 @@ def test_report_of_a_fine_tuning_run(image_folder, checkpoints, tmp_path):
 
 
 def test_eval_only_report_has_no_loss_curve(image_folder, checkpoints, tmp_path):
-    r = run_main('--data', image_folder, '--checkpoint', checkpoints['resnet50'], '--eval-only',
+    r = main('--data', image_folder, '--checkpoint', checkpoints['resnet50'], '--eval-only',
                  '--report', tmp_path / 'r')
     assert r.returncode == 0, r.stderr
     files = sorted(p.name for p in (tmp_path / 'r').iterdir())
@@ -53,18 +54,13 @@ def test_eval_only_report_has_no_loss_curve(image_folder, checkpoints, tmp_path)
     assert 'none (--eval-only)' in (tmp_path / 'r' / 'report.md').read_text()
 
 
+@pytest.mark.slow
 def test_without_matplotlib_the_run_completes_and_says_how_to_get_it(image_folder, checkpoints, tmp_path):
     blocker = tmp_path / 'block' / 'matplotlib'
     blocker.mkdir(parents=True)
     (blocker / '__init__.py').write_text("raise ImportError('blocked by the test')\n")
-    import os
-    import subprocess
-    import sys
-    from conftest import ROOT
-    env = dict(os.environ, PYTHONPATH=str(tmp_path / 'block'))
-    r = subprocess.run([sys.executable, os.path.join(ROOT, 'main.py'), '--data', image_folder, '--checkpoint',
-                        checkpoints['resnet50'], '--eval-only', '--report', tmp_path / 'r'],
-                       capture_output=True, text=True, env=env, cwd=ROOT)
+    r = run('main.py', '--data', image_folder, '--checkpoint', checkpoints['resnet50'], '--eval-only',
+            '--report', tmp_path / 'r', env={'PYTHONPATH': str(tmp_path / 'block')})
     assert r.returncode == 0, r.stderr
     assert 'pip install matplotlib' in r.stderr
     assert r.stdout.strip().splitlines()[-1].startswith('Accuracy of the model on the test images:')
@@ -93,15 +89,32 @@ def test_the_gallery_shows_the_most_confident_mistakes_as_the_data_holds_them(im
         assert all(true == called == cls for _, _, true, called in rows)
 
 
+@pytest.mark.slow
 def test_training_curves_are_drawn_from_the_per_epoch_log(tmp_path):
     log = [dict(epoch=e, train_loss=2.0 / e, val_accuracy=10.0 * e, lr=0.1 / e, seconds=1.0) for e in range(1, 5)]
     (tmp_path / 'run.state.json').write_text(json.dumps(log))
-    import subprocess
-    import sys
-    from conftest import ROOT
-    r = subprocess.run([sys.executable, '-m', 'tools.training_curves', str(tmp_path / 'run.state.json'),
-                        str(tmp_path / 'curves.png'), '--title', 'test run'], cwd=ROOT, capture_output=True, text=True)
+    r = run('-m tools.training_curves', tmp_path / 'run.state.json', tmp_path / 'curves.png', '--title', 'test run')
     assert r.returncode == 0, r.stderr
     with Image.open(tmp_path / 'curves.png') as im:
         assert im.format == 'PNG' and im.size[0] > 2 * im.size[1]  # three panels side by side
     assert (tmp_path / 'curves.png').stat().st_size < 200_000
+
+
+def test_the_report_names_the_checkpoint_it_started_from_and_keeps_no_stale_figures(image_folder, checkpoints,
+                                                                                     tmp_path):
+    import hashlib
+    import shutil
+    start = tmp_path / 'start.ckpt'
+    shutil.copy(checkpoints['resnet50'], start)
+    before = hashlib.sha256(start.read_bytes()).hexdigest()
+    (tmp_path / 'r').mkdir()
+    (tmp_path / 'r' / 'loss.png').write_bytes(b'an earlier run')  # an --eval-only report draws no loss
+    # the fine-tuned model is saved over the checkpoint it started from: the report names the one it started from
+    r = main('--data', image_folder, '--checkpoint', start, '--out', start, '--batch-size', 100, '--report',
+             tmp_path / 'r')
+    assert r.returncode == 0, r.stderr
+    md = (tmp_path / 'r' / 'report.md').read_text()
+    assert f'`{before}`' in md and hashlib.sha256(start.read_bytes()).hexdigest() != before
+    r = main('--data', image_folder, '--checkpoint', start, '--eval-only', '--report', tmp_path / 'r')
+    assert r.returncode == 0, r.stderr
+    assert not (tmp_path / 'r' / 'loss.png').exists()

@@ -1,13 +1,14 @@
 """Folding BatchNorm and scale_for_adam keep the function, and scaling makes Adam's steps small next to the weights."""
 import copy
-
 import os
+import re
 
 import pytest
 import torch
 import torch.nn as nn
 
 from helpers.model_table import MODELS
+from scripts import ROOT, in_process, one_line_error, run
 from helpers.weight_scaling import (ScalingError, compact, fold_batchnorm, largest_safe_batch, looks_scaled,
                                     scale_for_adam)
 from vgg16_full import VGG, cfg, make_layers, vgg16
@@ -139,24 +140,17 @@ def test_scaling_twice_or_scaling_another_network_is_refused():
     assert not looks_scaled(trained_looking('vgg16')) and not looks_scaled(trained_looking('resnet50'))
 
 
+@pytest.mark.slow
 def test_scale_weights_tool_refuses_in_one_line(tmp_path):
-    import subprocess
-    import sys
-    from conftest import ROOT
+    # as its own process: the excepthook, not only the message
     torch.save({'w': torch.zeros(3)}, tmp_path / 'other.ckpt')
     torch.save(scale_for_adam(trained_looking('vgg16')).state_dict(), tmp_path / 'scaled.ckpt')
     for name, message in (('other.ckpt', 'neither a VGG16 nor a ResNet50_layer4'), ('scaled.ckpt', 'scaled already')):
-        r = subprocess.run([sys.executable, '-m', 'tools.scale_weights', str(tmp_path / name), str(tmp_path / 'o.ckpt')],
-                           cwd=ROOT, capture_output=True, text=True)
-        assert r.returncode == 1 and 'Traceback' not in r.stderr, r.stderr
-        assert len(r.stderr.strip().splitlines()) == 1 and message in r.stderr
+        one_line_error(run('-m tools.scale_weights', tmp_path / name, tmp_path / 'o.ckpt'), re.escape(message))
         assert not (tmp_path / 'o.ckpt').exists()
 
 
 def test_the_maintainer_tools_answer_help_and_mistakes_in_one_line(tmp_path):
-    import subprocess
-    import sys
-    from conftest import ROOT
     missing = str(tmp_path / 'nope.ckpt')
     for tool, args, rc, message in (
             ('ship_checkpoint', ['--help'], 0, 'usage: python -m tools.ship_checkpoint'),
@@ -172,13 +166,12 @@ def test_the_maintainer_tools_answer_help_and_mistakes_in_one_line(tmp_path):
             ('training_curves', [os.path.join(ROOT, 'docs'), str(tmp_path / 'c.png')], 1, 'is not train.py'),
             ('benchmark', ['--data', str(tmp_path), '--checkpoint', missing, '--rounds', '0'], 2,
              'argument --rounds: must be at least 1, not 0')):
-        r = subprocess.run([sys.executable, '-m', f'tools.{tool}', *args], cwd=ROOT, capture_output=True, text=True)
-        assert r.returncode == rc, (tool, args, r.stderr)
+        r = in_process(f'-m tools.{tool}', *args)
         if rc:
-            assert len(r.stderr.strip().splitlines()) == 1 and message in r.stderr, r.stderr
+            one_line_error(r, re.escape(message), rc)
             assert '--checkpoint' not in r.stderr  # main.py's advice, not these tools'
         else:
-            assert message in r.stdout
+            assert r.returncode == 0 and message in r.stdout
     assert os.listdir(tmp_path) == []
 
 
@@ -203,3 +196,10 @@ def test_a_vgg16_whose_head_varies_more_is_scaled_less_and_keeps_batches_safe():
     assert 100 <= growth['wide'] < 120  # less, still far beyond Adam's steps
     with torch.no_grad():
         assert torch.allclose(wide(x), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_the_ship_tool_states_the_ship_rule():
+    r = in_process('-m tools.ship_checkpoint', '--help')
+    text = ' '.join(r.stdout.split())
+    assert r.returncode == 0 and "main.py's default run over seeds 0, 1 and 2" in text
+    assert 'by at least 0.5 point' in text and 'within 1 point of that mean' in text

@@ -1,0 +1,79 @@
+"""Running the project's scripts from the tests, as a user runs them.
+
+`run` starts a script (main.py, train.py) or a `-m tools.X` module as its own
+process: for what only a fresh process shows (start-up imports, Ctrl-C,
+torchrun, the excepthook's exit); tests that use it are marked slow.
+`in_process` (and `main`, `train`) runs one inside the test process through
+runpy, with the same exit codes and one-line errors, without paying Python's
+and torch's start-up (seconds on a 2-core CPU) each time.
+"""
+import contextlib
+import io
+import os
+import re
+import runpy
+import subprocess
+import sys
+from types import SimpleNamespace
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ACCURACY = re.compile(r'^Accuracy of the model on the test images: (\d+(\.\d+)?) %$', re.M)
+
+
+def run(script, *args, cwd=ROOT, timeout=300, env=None):
+    """`script` ('main.py', 'train.py', a path, or '-m tools.NAME') in a subprocess; its CompletedProcess."""
+    env = {**os.environ, 'PYTHONUNBUFFERED': '1', 'OMP_NUM_THREADS': '2', **(env or {})}
+    command = script.split() if script.startswith('-m ') else [os.path.join(ROOT, script)]
+    return subprocess.run([sys.executable, *command, *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def in_process(script, *args, cwd=ROOT):
+    """`script` ('main.py', 'train.py', a path, or '-m tools.NAME') run by runpy in this process, as
+    `python SCRIPT ARGS` from `cwd`: returncode, stdout and stderr like `run`'s, errors ended as the
+    scripts' excepthook ends them (helpers/errors.py)."""
+    from helpers import errors
+    out, err = io.StringIO(), io.StringIO()
+    module = script[3:] if script.startswith('-m ') else None
+    path = None if module else os.path.join(ROOT, script)
+    argv, hook, here = sys.argv, sys.excepthook, os.getcwd()
+    sys.argv = [path or module, *map(str, args)]
+    code = 0
+    try:
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                if module:
+                    runpy.run_module(module, run_name='__main__', alter_sys=True)
+                else:
+                    runpy.run_path(path, run_name='__main__')
+            except SystemExit as e:  # argparse: --help (0) and bad flags (2)
+                code = e.code if isinstance(e.code, int) else 1
+            except Exception as e:  # noqa: BLE001 - what the excepthook would see
+                known = errors.one_line(e)
+                if known is None:
+                    raise
+                code, line = known
+                print(line, file=sys.stderr)
+    finally:
+        sys.argv, sys.excepthook = argv, hook
+        os.chdir(here)
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
+def main(*args, script='main.py', cwd=ROOT):
+    """main.py (or an edited copy of it, `script`) in this process."""
+    return in_process(script, *args, cwd=cwd)
+
+
+def train(*args, cwd=ROOT):
+    """train.py in this process."""
+    return in_process('train.py', *args, cwd=cwd)
+
+
+def one_line_error(r, pattern, code=1):
+    """`r` ended in exactly one line of error matching `pattern`, with exit code `code`, and no traceback."""
+    assert r.returncode == code, r.stdout + r.stderr
+    assert 'Traceback' not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and re.search(pattern, lines[0]), r.stderr
