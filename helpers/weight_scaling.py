@@ -3,8 +3,8 @@ and fold a BatchNorm VGG16 into the assignment's BN-free one.
 
 Adam moves every weight by about `lr` per step, whatever the size of its
 gradient. Trained convolution weights are ~0.01-0.1, so one epoch at lr 0.001
-(450-500 steps) rewrites them: the course setting cost our checkpoints ten
-points of accuracy. But most weights only matter up to scale:
+(450-500 steps) rewrites them (docs/weight-scaling.md). But most weights only
+matter up to scale:
 
   * a convolution followed by BatchNorm computes the same function when its
     weight and bias are multiplied by s and the BatchNorm's running mean by s
@@ -99,17 +99,14 @@ def rescale_resnet(model, conv_scale=1024.0, bn_scale=128.0):
 def rescale_vgg(model, total_bits=60, head_var_bits=115):
     # Without BatchNorm in the features, each layer's scale multiplies into
     # the next: all of them meet in the head's BatchNorm1d, whose variance
-    # then grows by the square of their product. 2^60 leaves it near 1e34
-    # for our trained models, inside float32 and bfloat16 range (never
-    # float16), though training batches of some thousands overflow it (see
-    # largest_safe_batch). 2^62 gained nothing measurable after the Adam epoch
-    # (87.80 % against 87.74 %). A model whose head varies more gets fewer
-    # bits, so that its variance stays under 2^head_var_bits and batches of
-    # about 4,000 stay safe: a 19-epoch VGG16 (head variance 0.24) scaled by
-    # 2^60 allowed batches of 529 only, and one epoch of batch 100 overflowed
-    # it. Within the budget the smallest weights (the deep layers') get the
-    # largest factors, so that Adam's fixed-size steps are equally small next
-    # to every layer.
+    # grows by the square of their product. The budget (2^60) is the most
+    # that keeps that variance inside float32 and bfloat16 range (never
+    # float16); a model whose head varies more gets fewer bits, so that its
+    # variance stays under 2^head_var_bits and batches of about 4,000 stay
+    # safe (largest_safe_batch). Within the budget the smallest weights (the
+    # deep layers') get the largest factors, so that Adam's fixed-size steps
+    # are equally small next to every layer. Why and what was measured:
+    # docs/weight-scaling.md.
     head_var = model.classifier[2].running_var.max().item() + model.classifier[2].eps
     total_bits = min(total_bits, max(0, math.floor((head_var_bits - math.log2(head_var)) / 2)))
     layers = [m for m in model.features if isinstance(m, nn.Conv2d)] + [model.classifier[1]]

@@ -194,6 +194,7 @@ def test_training_state_errors_are_one_line(tmp_path):
         read_training_state(str(tmp_path / 'cut.state'))
 
 
+@pytest.mark.slow
 def test_ctrl_c_message_names_what_was_saved(tmp_path):
     import subprocess
     import sys
