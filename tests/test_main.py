@@ -19,6 +19,7 @@ from scripts import ACCURACY, ROOT, main, one_line_error, run
 STEP = re.compile(r'^Epoch \[1/1\], Step \[100/100\] Loss: \d+\.\d{4}$', re.M)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('plain', [False, True])
 def test_fine_tune_on_an_image_folder(image_folder, checkpoints, tmp_path, plain):
     out = tmp_path / 'fine.ckpt'
@@ -153,6 +154,7 @@ def test_ctrl_c_exits_130_and_keeps_the_earlier_output(image_folder, checkpoints
     assert sorted(os.listdir(tmp_path)) == ['fine.ckpt']
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('plain', [False, True])
 def test_vgg16_with_a_last_batch_of_one_image(image_folder, checkpoints, tmp_path, plain):
     # 300 training images at batch 299: the last batch would hold one image, which BatchNorm1d cannot train on

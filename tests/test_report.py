@@ -17,6 +17,7 @@ def table_rows(text, heading):
     return [line for line in section.splitlines() if line.startswith('| **')]
 
 
+@pytest.mark.slow
 def test_report_of_a_fine_tuning_run(image_folder, checkpoints, tmp_path):
     # on the CPU, where two runs with one seed compute exactly the same
     plain = main('--data', image_folder, '--checkpoint', checkpoints['resnet50'], '--batch-size', 30,
@@ -100,6 +101,7 @@ def test_training_curves_are_drawn_from_the_per_epoch_log(tmp_path):
     assert (tmp_path / 'curves.png').stat().st_size < 200_000
 
 
+@pytest.mark.slow
 def test_the_report_names_the_checkpoint_it_started_from_and_keeps_no_stale_figures(image_folder, checkpoints,
                                                                                      tmp_path):
     import hashlib

@@ -19,6 +19,7 @@ def accuracy_of(line_prefix, text):
     return float(line.split('accuracy ')[1].split(' %')[0])
 
 
+@pytest.mark.slow
 def test_vgg16_trained_with_batchnorm_learns_and_main_gets_the_same_accuracy(image_folder, tmp_path):
     # the synthetic classes differ in colour: a short run must beat chance (10 %) clearly
     out = tmp_path / 'trained.ckpt'
@@ -34,6 +35,7 @@ def test_vgg16_trained_with_batchnorm_learns_and_main_gets_the_same_accuracy(ima
     assert r.stdout.strip().splitlines()[-1] == f'Accuracy of the model on the test images: {saved} %'
 
 
+@pytest.mark.slow
 def test_two_epochs_stop_resume_two_more_equal_four_straight(image_folder, tmp_path):
     # no test split at all: --holdout validates on training images kept out, so the test split is never read
     data = tmp_path / 'data'
@@ -67,6 +69,7 @@ def test_two_epochs_stop_resume_two_more_equal_four_straight(image_folder, tmp_p
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_the_log_says_whether_training_runs_in_bf16(image_folder, tmp_path):
     # --bf16 off is float32 everywhere; on a CPU without native bf16 the log says why auto is too
     auto, off = (('bf16 autocast (the CPU has AVX512-BF16 or AMX)', 'float32') if cpu_has_native_bf16() else
@@ -91,6 +94,7 @@ def test_train_under_torchrun_with_two_processes(image_folder, tmp_path):
     assert r.returncode == 0, r.stderr
 
 
+@pytest.mark.slow
 def test_a_run_of_four_steps_in_all_trains(image_folder, tmp_path):
     # 300 images, batch 150, 2 epochs: a one-step warm-up, where OneCycleLR itself divides by zero
     r = train('--model', 'resnet50', '--data', image_folder, '--holdout', 0, '--epochs', 2, '--batch-size', 150,
@@ -136,6 +140,7 @@ def constant_teacher(path, class_index):
     return path
 
 
+@pytest.mark.slow
 def test_a_student_distilled_from_a_teacher_learns_what_the_teacher_says(image_folder, tmp_path):
     # the teacher calls everything a cat; with the labels' share at 0 the student must learn that, not the labels
     cat = CLASSES.index('cat')
@@ -155,6 +160,7 @@ def test_a_student_distilled_from_a_teacher_learns_what_the_teacher_says(image_f
     assert (said == cat).float().mean() >= 0.9, said.bincount(minlength=10)
 
 
+@pytest.mark.slow
 def test_a_distilled_run_resumes_bitwise_and_keeps_its_teachers(image_folder, tmp_path):
     # two teachers, whose predictions are averaged
     teacher = constant_teacher(tmp_path / 'teacher.ckpt', 3)
@@ -208,6 +214,7 @@ def test_swa_must_start_within_the_run(tmp_path):
                    '--swa-lr goes with --swa-from', 2)
 
 
+@pytest.mark.slow
 def test_swa_saves_the_average_of_the_stated_epochs_with_batchnorm_recomputed(image_folder, tmp_path):
     # 3 epochs, averaged from epoch 2, run in two pieces: the average is part of the state
     out = tmp_path / 'swa.ckpt'
@@ -261,6 +268,7 @@ def test_sam_takes_the_gradient_at_the_weights_moved_uphill_and_puts_them_back()
     assert torch.equal(net[1].running_mean, stats)  # the probe's pass left BatchNorm's statistics alone
 
 
+@pytest.mark.slow
 def test_a_sam_run_trains(image_folder, tmp_path):
     r = train('--model', 'resnet50', '--data', image_folder, '--holdout', 0, '--epochs', 1, '--batch-size', 150,
               '--sam', 0.05, '--device', 'cpu', '--out', tmp_path / 'sam.ckpt')
@@ -268,6 +276,7 @@ def test_a_sam_run_trains(image_folder, tmp_path):
     assert (tmp_path / 'sam.ckpt').exists() and 'saved model: validation accuracy' in r.stdout
 
 
+@pytest.mark.slow
 def test_resume_keeps_the_runs_settings_and_refuses_states_it_cannot_continue(image_folder, tmp_path):
     data = tmp_path / 'data'
     shutil.copytree(image_folder, data)

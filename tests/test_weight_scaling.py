@@ -47,6 +47,7 @@ def test_rescaling_keeps_the_function(name):
     assert first_conv.weight.abs().mean() >= 8 * original.weight.abs().mean()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', ['resnet50', 'vgg16'])
 def test_adam_moves_a_rescaled_model_much_less(name):
     x_eval = torch.randn(64, 3, 32, 32)
