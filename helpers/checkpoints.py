@@ -132,7 +132,10 @@ def read_state_dict(path, missing_hint='pass --checkpoint PATH, or make one with
     if isinstance(state, dict) and isinstance(state.get('state_dict'), dict):
         state = state['state_dict']  # a common wrapper around the same thing
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path} is not a state dict (it holds a {type(state).__name__}); "
+        what = (f'a {type(state).__name__}' if not isinstance(state, dict) else
+                'a dict with ' + next(f'a {type(v).__name__} at {k!r}' for k, v in state.items()
+                                      if not isinstance(v, torch.Tensor)))
+        raise CheckpointError(f"{path} is not a state dict (it holds {what}); "
                               "save one with torch.save(model.state_dict(), PATH)")
     # DistributedDataParallel and torch.compile add these prefixes to every key
     for prefix in ('module.', '_orig_mod.'):
@@ -247,6 +250,10 @@ def load_checkpoint(model, path, state=None):
     state = read_state_dict(path, model=model) if state is None else state
     name = name_of(model)
     title = title_of(model)
+    odd = next(((k, _not_plain(v)) for k, v in state.items() if _not_plain(v)), None)
+    if odd:
+        raise CheckpointError(f"{path} holds {odd[1]} at {odd[0]!r}, not a plain tensor of weights; "
+                              "save the float model's torch.save(model.state_dict(), PATH)")
     shapes = {k: tuple(v.shape) for k, v in state.items()}
     expected = model.state_dict()
     if shapes.keys() != expected.keys():
@@ -269,6 +276,19 @@ def load_checkpoint(model, path, state=None):
     # load_state_dict copies into the existing float32 tensors, so half-precision files load as float32
     model.load_state_dict(state, strict=True)
     return state
+
+
+def _not_plain(value):
+    """What is odd about a state dict entry ('a sparse tensor', ...), or '' for a dense tensor of numbers."""
+    if not isinstance(value, torch.Tensor):
+        return f'a {type(value).__name__}'
+    if value.layout != torch.strided:
+        return 'a sparse tensor'
+    if value.is_quantized:
+        return 'a quantized tensor'
+    if value.is_meta:
+        return 'a meta tensor (shapes without weights)'
+    return ''
 
 
 def _non_finite(state, loading=False):

@@ -464,3 +464,24 @@ def test_a_full_disk_while_torch_writes_is_one_line_and_keeps_the_old_file(tmp_p
     with pytest.raises(CheckpointError, match=r'cannot write .*fine\.ckpt \(\[enforce fail.*file write failed\)'):
         save_checkpoint({'w': torch.zeros(1)}, str(path))
     assert path.read_bytes() == b'from an earlier run' and os.listdir(tmp_path) == ['fine.ckpt']
+
+
+@pytest.mark.parametrize('odd, says', [
+    (lambda w: w.to_sparse(), 'a sparse tensor'),
+    (lambda w: torch.quantize_per_tensor(w, 0.1, 0, torch.qint8), 'a quantized tensor'),
+    (lambda w: torch.empty(w.shape, device='meta'), r'a meta tensor \(shapes without weights\)'),
+])
+def test_entries_that_are_not_plain_weights_are_named_in_one_line(tmp_path, odd, says):
+    state = resnet().state_dict()
+    state['fc.weight'] = odd(state['fc.weight'])
+    torch.save(state, tmp_path / 'odd.ckpt')
+    with pytest.raises(CheckpointError, match=f"holds {says} at 'fc.weight', not a plain tensor of weights"):
+        load_checkpoint(resnet(), str(tmp_path / 'odd.ckpt'))
+
+
+def test_a_state_dict_with_a_number_among_its_tensors_says_where(tmp_path):
+    state = resnet().state_dict()
+    state['epoch'] = 3
+    torch.save(state, tmp_path / 'odd.ckpt')
+    with pytest.raises(CheckpointError, match="is not a state dict \\(it holds a dict with a int at 'epoch'\\)"):
+        load_checkpoint(resnet(), str(tmp_path / 'odd.ckpt'))
