@@ -171,7 +171,8 @@ def main():
     history, first, average = [], 0, None
     fingerprint = data_fingerprint(train_loader, val_loader)
     if state:
-        history, first, average = restore(args, state, model, optimizer, scheduler, train_loader, val_loader, device)
+        history, first, average = restore(args, state, model, optimizer, scheduler, train_loader, device,
+                                          fingerprint)
         if first >= args.epochs:
             log(f'the run had finished its {args.epochs} epochs; writing its checkpoint {args.out} again')
 
@@ -287,10 +288,10 @@ def setup_distributed(device):
     return device, rank, world
 
 
-def restore(args, state, model, optimizer, scheduler, train_loader, val_loader, device):
+def restore(args, state, model, optimizer, scheduler, train_loader, device, fingerprint):
     """Put a saved run back where it stopped; (history, epochs done, weight average or None)."""
     saved_data = state.get('data')
-    if saved_data and saved_data != data_fingerprint(train_loader, val_loader):
+    if saved_data and saved_data != fingerprint:
         raise CheckpointError(f"the data in {args.data} is not what this run trained on ({saved_data['train_images']} "
                               f"training images then, {len(train_loader.labels)} now, or other held-out images); "
                               "resume with the same data, or start a new run")
