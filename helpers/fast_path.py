@@ -8,7 +8,9 @@
   * bf16 autocast where the hardware computes bf16 natively: GPUs, and CPUs
     with AVX512-BF16 or AMX (helpers/devices.py); BatchNorm1d stays float32;
   * on the CPU, 1x1 convolutions as one matrix product over the pixels where
-    that measured faster (`pointwise_as_gemm`);
+    that measured faster (`pointwise_as_gemm`), and in bf16 the 3x3
+    convolutions on ResNet50_layer4's 2x2 maps as one matrix product
+    (`TinyMapConv2d`);
   * Adam's fused kernel (`adam_options`).
 
 Each was kept because it measured faster in an A/B on this project's CPUs;
@@ -30,10 +32,54 @@ class PointwiseConv2d(nn.Conv2d):
     def forward(self, x):
         if x.dtype == torch.bfloat16 and not torch.is_grad_enabled():
             return super().forward(x)
+        x = x.permute(0, 2, 3, 1)  # channels last: each pixel's channels side by side
         if self.stride != (1, 1):
-            x = x[:, :, ::self.stride[0], ::self.stride[1]]
-        y = F.linear(x.permute(0, 2, 3, 1), self.weight.flatten(1), self.bias)
+            # strided after the permute, so that the gradient is channels_last too: a gradient in
+            # the other layout makes every later elementwise backward 30x slower
+            x = x[:, ::self.stride[0], ::self.stride[1]]
+        y = F.linear(x, self.weight.flatten(1), self.bias)
         return y.permute(0, 3, 1, 2)  # NCHW shape, channels_last memory
+
+
+# which of a 3x3 kernel's nine taps joins output pixel o of a 2x2 map to input pixel i
+# (pixels in the order (0, 0), (0, 1), (1, 0), (1, 1)): row 4 * o + i of this 0/1 matrix
+_PIXELS = [(0, 0), (0, 1), (1, 0), (1, 1)]
+_TAP_OF = torch.tensor([[float(t == 3 * (iy - oy + 1) + (ix - ox + 1)) for t in range(9)]
+                        for oy, ox in _PIXELS for iy, ix in _PIXELS])
+
+
+def conv3x3_on_2x2(x, weight, bias):
+    """conv2d(x, weight, bias, padding=1) for a 2x2 map, as one matrix product.
+
+    With padding 1 every output pixel of a 2x2 map sees all four input pixels,
+    each through a different tap, so the convolution is one linear map of the
+    4 x C_in values to the 4 x C_out values: a 4C_out x 4C_in matrix made of
+    the kernel's taps. It needs 4 of the 9 taps' multiply-adds per pixel (the
+    other 5 would multiply padding), and it is a plain matrix product whose
+    gradient is too, where oneDNN's bf16 backward is slow on such tiny maps.
+    """
+    n, c = x.shape[:2]
+    co = weight.shape[0]
+    taps = weight.permute(2, 3, 0, 1).reshape(9, co * c)
+    dense = (_TAP_OF.to(weight.dtype) @ taps).view(4, 4, co, c).transpose(1, 2).reshape(4 * co, 4 * c)
+    bias = None if bias is None else bias.repeat(4)
+    y = F.linear(x.permute(0, 2, 3, 1).reshape(n, 4 * c), dense, bias)
+    return y.view(n, 2, 2, co).permute(0, 3, 1, 2)  # NCHW shape, channels_last memory
+
+
+class TinyMapConv2d(nn.Conv2d):
+    """A 3x3 convolution (padding 1) that, on a 2x2 map in bf16, runs as `conv3x3_on_2x2`:
+    ResNet50_layer4's last stage. There one training step of it takes about a quarter of
+    oneDNN's time; in float32, or on larger maps, oneDNN's own kernel is as fast or faster,
+    so it is used there. Swapped in by `prepare` for bf16 on the CPU."""
+
+    def forward(self, x):
+        dtype = torch.get_autocast_dtype('cpu') if torch.is_autocast_enabled('cpu') else x.dtype
+        if x.shape[-2:] != (2, 2) or dtype != torch.bfloat16:
+            return super().forward(x)
+        bias = None if self.bias is None else self.bias.to(dtype)
+        with torch.autocast('cpu', enabled=False):
+            return conv3x3_on_2x2(x.to(dtype), self.weight.to(dtype), bias)
 
 
 class Float32BatchNorm1d(nn.BatchNorm1d):
@@ -75,6 +121,10 @@ def prepare(model, device, bf16=False):
                 type(m) is nn.Conv2d and m.kernel_size == (1, 1) and m.padding == (0, 0)
                 and m.dilation == (1, 1) and m.groups == 1):
             m.__class__ = PointwiseConv2d
+        if device.type == 'cpu' and bf16 and (
+                type(m) is nn.Conv2d and m.kernel_size == (3, 3) and m.padding == (1, 1) and m.stride == (1, 1)
+                and m.dilation == (1, 1) and m.groups == 1 and m.padding_mode == 'zeros'):
+            m.__class__ = TinyMapConv2d
         if bf16 and type(m) is nn.BatchNorm1d:
             m.__class__ = Float32BatchNorm1d
     return model
