@@ -1,5 +1,7 @@
 """A table of the two assignment models: how to build each by name, its
 shipped checkpoint and its title, and which one a model or state dict is."""
+import functools
+
 import torch
 
 from resnet50_full import ResNet50_layer4
@@ -11,10 +13,15 @@ PRETRAINED = {'resnet50': 'checkpoints/resnet50_cifar10.ckpt',
 TITLES = {'resnet50': 'ResNet50_layer4', 'vgg16': 'VGG16'}
 
 
-def state_shapes(name):
-    """{key: shape} of a model's state dict, built without allocating weights."""
+@functools.lru_cache(maxsize=None)
+def _state_shapes(name):
     with torch.device('meta'):
         return {k: tuple(v.shape) for k, v in MODELS[name]().state_dict().items()}
+
+
+def state_shapes(name):
+    """{key: shape} of a model's state dict, built once without allocating weights."""
+    return dict(_state_shapes(name))
 
 
 def identify(state_dict):
