@@ -19,6 +19,9 @@ assignment's BN-free VGG16, computing the same function.
 
 `--swa-from E` averages the weights of epochs E to the last (SWA, Izmailov et
 al. 2018); `--sam RHO` takes sharpness-aware steps (Foret et al. 2021).
+`--init CKPT` starts from a trained checkpoint instead of random weights, e.g.
+SWA on top of the shipped model: `--init checkpoints/resnet50_cifar10.ckpt
+--epochs 25 --swa-from 1 --swa-lr 0.02`.
 
 The whole training state is written after every epoch (float32 weights,
 optimizer, schedule, random generators, the weight average, the per-epoch
@@ -50,7 +53,8 @@ from helpers import data, devices, errors, fast_path, flags, guards
 from helpers.checkpoints import (CheckpointError, load_either, read_training_state, refuse_non_finite,
                                  save_checkpoint, write_atomic)
 from helpers.model_table import MODELS, TITLES, title_of
-from helpers.weight_scaling import compact, fold_batchnorm, scale_for_adam
+from helpers.weight_scaling import (ScalingError, compact, fold_batchnorm, looks_scaled, scale_for_adam,
+                                    unscale)
 from vgg16_full import VGG, cfg, make_layers
 
 
@@ -87,6 +91,9 @@ def parse(argv=None):
                    help='average the weights of epochs E to the last (SWA), learning rate held from E on')
     p.add_argument('--swa-lr', type=flags.positive_float, metavar='LR',
                    help="with --swa-from: the held learning rate (default: the schedule's at epoch E)")
+    p.add_argument('--init', metavar='CKPT',
+                   help='start from the weights of this trained checkpoint (e.g. the shipped one, for SWA on top '
+                        'of it) instead of random ones')
     p.add_argument('--sam', type=flags.positive_float, metavar='RHO',
                    help='sharpness-aware minimization: each step takes the gradient at the weights '
                         'moved RHO uphill (two passes a step; e.g. 0.05)')
@@ -114,6 +121,8 @@ def parse(argv=None):
         p.error(f'--swa-from {args.swa_from} is after the last epoch ({args.epochs})')
     if args.swa_lr and not args.swa_from:
         p.error('--swa-lr goes with --swa-from')
+    if args.init and args.batch_norm:
+        p.error('--init goes without --batch-norm (a shipped VGG16 has its BatchNorm folded away)')
     if not 0 <= args.distill_weight <= 1:
         p.error(f'--distill-weight must be between 0 and 1, not {args.distill_weight}')
     args.state = args.state or args.out + '.state'
@@ -154,6 +163,7 @@ def main():
     torch.manual_seed(args.seed)
     # the teachers' files are read before the data, so that a wrong one stops the run at once
     teachers = [load_teacher(path) for path in args.teacher or ()] if not (state and 'teacher' in state) else []
+    initial = load_init(args) if args.init and not state else None  # resuming: the state holds the weights
 
     train_loader, val_loader = data.tensor_loaders(args.data, args.batch_size, device, args.seed,
                                                    holdout=args.holdout, test_batch_size=500, rank=rank, world=world,
@@ -161,7 +171,7 @@ def main():
     log(f'{len(train_loader.labels)} training images{f" (Cutout {args.cutout}x{args.cutout})" if args.cutout else ""}, '
         f'{len(val_loader.labels)} validation images '
         + ('(held out of the training split)' if args.holdout else '(the test split)'))
-    model = fast_path.prepare(build(args), device, bf16=isinstance(autocast, torch.autocast))
+    model = fast_path.prepare(build(args) if initial is None else initial, device, bf16=isinstance(autocast, torch.autocast))
     net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
 
     optimizer, scheduler = make_optimizer(args, model, len(train_loader))
@@ -407,6 +417,20 @@ def save_state(args, epoch, history, model, optimizer, scheduler, train_loader, 
                          **({'cuda_rng': torch.cuda.get_rng_state(device)} if device.type == 'cuda' else {})),
                     args.state)
     save_history(history, args.state)
+
+
+def load_init(args):
+    """--init's model as trained: a checkpoint scaled for main.py's Adam epoch is scaled back, since SGD's
+    steps would be a thousand times too small next to the scaled weights."""
+    name, model = load_either(args.init, missing_hint='give --init a checkpoint of the model being trained',
+                              otherwise='give --init one that main.py loads')
+    if name != args.model:
+        raise errors.UsageError(f'--init {args.init} is a {TITLES[name]} checkpoint, not {TITLES[args.model]}; '
+                                f'give --init one of --model {args.model}')
+    try:
+        return unscale(model) if looks_scaled(model) else model
+    except ScalingError as e:
+        raise errors.UsageError(f'--init {args.init}: {e}') from None
 
 
 def load_teacher(path):

@@ -79,8 +79,11 @@ def _shortcut(block):
     return block.downsize if block.downsample else block.make_equal_channel
 
 
+RESNET_CONV_SCALE, RESNET_BN_SCALE = 1024.0, 128.0  # powers of two (docs/weight-scaling.md)
+
+
 @torch.no_grad()
-def rescale_resnet(model, conv_scale=1024.0, bn_scale=128.0):
+def rescale_resnet(model, conv_scale=RESNET_CONV_SCALE, bn_scale=RESNET_BN_SCALE):
     # powers of two: the multiplications are exact in floating point
     blocks = [b for stage in (model.layer2, model.layer3, model.layer4) for b in stage]
     producers = [([model.layer1[:2]], [blocks[0].layer[0], _shortcut(blocks[0])])]
@@ -165,6 +168,16 @@ def scale_for_adam(model):
     if looks_scaled(model):
         raise ScalingError('the weights are scaled already (scaling twice would overflow); use the file as it is')
     return rescale_resnet(model) if name == 'resnet50' else rescale_vgg(model)
+
+
+def unscale(model):
+    """A model scale_for_adam scaled, in place back at its trained scale (for training it further).
+
+    ResNet50_layer4's factors are fixed powers of two, so dividing by them is
+    exact; VGG16's depend on the weights they were applied to."""
+    if name_of(model) != 'resnet50':
+        raise ScalingError('a scaled VGG16 cannot be scaled back; start from one saved with train.py --no-rescale')
+    return rescale_resnet(model, 1 / RESNET_CONV_SCALE, 1 / RESNET_BN_SCALE)
 
 
 def compact(state_dict):

@@ -11,6 +11,7 @@ from helpers.checkpoints import load_checkpoint
 from helpers.data import CLASSES, decode, normalize
 from helpers.devices import cpu_has_native_bf16
 from helpers.model_table import MODELS, PRETRAINED
+from helpers.weight_scaling import scale_for_adam
 from scripts import ROOT, main, one_line_error, run, train
 
 
@@ -323,3 +324,36 @@ def test_a_mistake_under_torchrun_reaches_the_user_in_one_line(image_folder, tmp
     # once (from rank 0), whatever torchrun itself then says about the failed processes
     assert lines == ['error: holding out 100000 images leaves none to train on (there are 300); hold out fewer'], \
         r.stdout[-2000:] + r.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_init_starts_from_a_trained_checkpoint_scaled_back_to_its_trained_size(image_folder, tmp_path):
+    # a run with a learning rate too small to move anything saves the weights it started from
+    torch.manual_seed(3)
+    trained = MODELS['resnet50']()
+    raw = {k: v.clone() for k, v in trained.state_dict().items()}
+    torch.save(scale_for_adam(trained).state_dict(), tmp_path / 'shipped.ckpt')  # as the shipped one is
+    out = tmp_path / 'more.ckpt'
+    r = train('--model', 'resnet50', '--data', image_folder, '--holdout', 50, '--epochs', 1, '--batch-size', 125,
+              '--device', 'cpu', '--bf16', 'off', '--init', tmp_path / 'shipped.ckpt', '--swa-from', 1,
+              '--swa-lr', 1e-30, '--no-rescale', '--full-precision', '--out', out)
+    assert r.returncode == 0, r.stderr[-2000:]
+    saved = torch.load(out)
+    for name, _ in trained.named_parameters():
+        assert torch.allclose(saved[name], raw[name], rtol=1e-5, atol=1e-7), name
+
+
+def test_an_init_that_cannot_be_trained_further_is_one_line(checkpoints, tmp_path):
+    common = ['--out', tmp_path / 'x.ckpt', '--epochs', 1, '--device', 'cpu']
+    one_line_error(train('--model', 'vgg16', '--init', checkpoints['resnet50'], *common),
+                   r'is a ResNet50_layer4 checkpoint, not VGG16; give --init one of --model vgg16')
+    vgg = MODELS['vgg16']()
+    vgg.classifier[2].running_var.fill_(1e20)  # what scaling leaves in its head
+    torch.save(vgg.state_dict(), tmp_path / 'scaled_vgg.ckpt')
+    one_line_error(train('--model', 'vgg16', '--init', tmp_path / 'scaled_vgg.ckpt', *common),
+                   'a scaled VGG16 cannot be scaled back; start from one saved with train.py --no-rescale')
+    one_line_error(train('--model', 'resnet50', '--init', tmp_path / 'missing.ckpt', *common),
+                   'missing.ckpt.*give --init a checkpoint')
+    one_line_error(train('--model', 'vgg16', '--batch-norm', '--init', checkpoints['vgg16'], *common),
+                   '--init goes without --batch-norm', 2)
+    assert not (tmp_path / 'x.ckpt').exists()
