@@ -1,5 +1,6 @@
 """The fast data path gives what the assignment's transforms give."""
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -360,3 +361,18 @@ def test_16_bit_and_float_images_are_refused_not_squashed(tmp_path):
         png_header(32, 32, bit_depth=16) + png_chunk(b'IDAT', zlib.compress(rows)) + png_chunk(b'IEND', b''))
     with pytest.raises(DataError, match=r'deep\.png has RGB pixels of more than 8 bits'):
         decode(str(root), 'test')
+
+
+def test_decoding_in_worker_processes_gives_the_same_images_and_names_a_bad_one(image_folder, tmp_path,
+                                                                                monkeypatch):
+    sequential = decode(image_folder, 'train')
+    monkeypatch.setattr(data, 'PARALLEL_DECODE_FROM', 0)
+    monkeypatch.setattr(os, 'sched_getaffinity', lambda pid: {0, 1}, raising=False)
+    parallel = decode(image_folder, 'train')
+    assert torch.equal(parallel[0], sequential[0]) and torch.equal(parallel[1], sequential[1])
+    # a bad file read by a worker is the same one-line DataError in the parent
+    bad = tmp_path / 'folder'
+    shutil.copytree(image_folder, bad)
+    (bad / 'train' / 'ship' / '0007.png').write_bytes(b'not a png')
+    with pytest.raises(DataError, match=r'cannot read image .*ship.0007\.png'):
+        decode(str(bad), 'train')
