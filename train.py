@@ -21,7 +21,7 @@ assignment's BN-free VGG16, computing the same function.
 al. 2018); `--sam RHO` takes sharpness-aware steps (Foret et al. 2021).
 `--init CKPT` starts from a trained checkpoint instead of random weights, e.g.
 SWA on top of the shipped model: `--init checkpoints/resnet50_cifar10.ckpt
---epochs 25 --swa-from 1 --swa-lr 0.02`.
+--epochs 25 --swa-from 1 --swa-lr 0.01`.
 
 The whole training state is written after every epoch (float32 weights,
 optimizer, schedule, random generators, the weight average, the per-epoch
@@ -163,7 +163,7 @@ def main():
     torch.manual_seed(args.seed)
     # the teachers' files are read before the data, so that a wrong one stops the run at once
     teachers = [load_teacher(path) for path in args.teacher or ()] if not (state and 'teacher' in state) else []
-    initial = load_init(args) if args.init and not state else None  # resuming: the state holds the weights
+    model = load_init(args) if args.init and not state else build(args)  # resuming: the state holds the weights
 
     train_loader, val_loader = data.tensor_loaders(args.data, args.batch_size, device, args.seed,
                                                    holdout=args.holdout, test_batch_size=500, rank=rank, world=world,
@@ -171,7 +171,7 @@ def main():
     log(f'{len(train_loader.labels)} training images{f" (Cutout {args.cutout}x{args.cutout})" if args.cutout else ""}, '
         f'{len(val_loader.labels)} validation images '
         + ('(held out of the training split)' if args.holdout else '(the test split)'))
-    model = fast_path.prepare(build(args) if initial is None else initial, device, bf16=isinstance(autocast, torch.autocast))
+    model = fast_path.prepare(model, device, bf16=isinstance(autocast, torch.autocast))
     net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
 
     optimizer, scheduler = make_optimizer(args, model, len(train_loader))

@@ -198,8 +198,8 @@ def _ignore_interrupt():
 
 def _read_pixels(paths):
     """The images at `paths` as one uint8 array N x 32 x 32 x 3 (a DataError names a bad file)."""
-    workers = min(len(os.sched_getaffinity(0)), 8) if hasattr(os, 'sched_getaffinity') else 1
-    if workers < 2 or len(paths) < PARALLEL_DECODE_FROM or sys.platform != 'linux':
+    workers = min(len(os.sched_getaffinity(0)), 8) if sys.platform == 'linux' else 1
+    if workers < 2 or len(paths) < PARALLEL_DECODE_FROM:
         return _read_chunk(paths)
     chunks = [list(c) for c in np.array_split(np.array(paths, dtype=object), 4 * workers) if len(c)]
     with multiprocessing.get_context('fork').Pool(workers, initializer=_ignore_interrupt) as pool:
