@@ -53,8 +53,7 @@ from helpers import data, devices, errors, fast_path, flags, guards
 from helpers.checkpoints import (CheckpointError, load_either, read_training_state, refuse_non_finite,
                                  save_checkpoint, write_atomic)
 from helpers.model_table import MODELS, TITLES, title_of
-from helpers.weight_scaling import (ScalingError, compact, fold_batchnorm, looks_scaled, scale_for_adam,
-                                    unscale)
+from helpers.weight_scaling import compact, fold_batchnorm, looks_scaled, scale_for_adam, unscale
 from vgg16_full import VGG, cfg, make_layers
 
 
@@ -427,10 +426,7 @@ def load_init(args):
     if name != args.model:
         raise errors.UsageError(f'--init {args.init} is a {TITLES[name]} checkpoint, not {TITLES[args.model]}; '
                                 f'give --init one of --model {args.model}')
-    try:
-        return unscale(model) if looks_scaled(model) else model
-    except ScalingError as e:
-        raise errors.UsageError(f'--init {args.init}: {e}') from None
+    return unscale(model) if looks_scaled(model) else model
 
 
 def load_teacher(path):

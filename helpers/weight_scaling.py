@@ -112,7 +112,7 @@ def rescale_vgg(model, total_bits=60, head_var_bits=115):
     # docs/weight-scaling.md.
     head_var = model.classifier[2].running_var.max().item() + model.classifier[2].eps
     total_bits = min(total_bits, max(0, math.floor((head_var_bits - math.log2(head_var)) / 2)))
-    layers = [m for m in model.features if isinstance(m, nn.Conv2d)] + [model.classifier[1]]
+    layers = _vgg_layers(model)
     sizes = [math.log2(layer.weight.abs().mean().item()) for layer in layers]
     target = (total_bits + sum(sizes)) / len(layers)
     bits = [max(0, math.floor(target - size)) for size in sizes]
@@ -120,6 +120,16 @@ def rescale_vgg(model, total_bits=60, head_var_bits=115):
     leftover = max(0, total_bits - sum(bits))
     for i in sorted(range(len(layers)), key=lambda i: math.floor(target - sizes[i]) - (target - sizes[i]))[:leftover]:
         bits[i] += 1
+    return _multiply_vgg(model, layers, bits)
+
+
+def _vgg_layers(model):
+    return [m for m in model.features if isinstance(m, nn.Conv2d)] + [model.classifier[1]]
+
+
+@torch.no_grad()
+def _multiply_vgg(model, layers, bits):
+    """Each layer's weight times 2^bits; its bias and the head's BatchNorm1d follow the product."""
     total = 1.0
     for layer, b in zip(layers, bits):
         total *= 2.0 ** b
@@ -170,14 +180,22 @@ def scale_for_adam(model):
     return rescale_resnet(model) if name == 'resnet50' else rescale_vgg(model)
 
 
+@torch.no_grad()
 def unscale(model):
-    """A model scale_for_adam scaled, in place back at its trained scale (for training it further).
+    """A model scale_for_adam scaled, in place back at a trained scale (for training it further).
 
-    ResNet50_layer4's factors are fixed powers of two, so dividing by them is
-    exact; VGG16's depend on the weights they were applied to."""
-    if name_of(model) != 'resnet50':
-        raise ScalingError('a scaled VGG16 cannot be scaled back; start from one saved with train.py --no-rescale')
-    return rescale_resnet(model, 1 / RESNET_CONV_SCALE, 1 / RESNET_BN_SCALE)
+    ResNet50_layer4's factors are fixed powers of two, so dividing by them gives
+    the trained weights exactly. VGG16's depend on the weights they were applied
+    to, so each layer is divided by the power of two that brings its mean |weight|
+    nearest to that of a freshly initialised vgg16() (about where training
+    leaves it): the same function, in weights SGD can train."""
+    if name_of(model) == 'resnet50':
+        return rescale_resnet(model, 1 / RESNET_CONV_SCALE, 1 / RESNET_BN_SCALE)
+    layers = _vgg_layers(model)
+    fresh = _vgg_layers(vgg16())
+    bits = [-max(0, round(math.log2(layer.weight.abs().mean().item() / new.weight.abs().mean().item())))
+            for layer, new in zip(layers, fresh)]
+    return _multiply_vgg(model, layers, bits)
 
 
 def compact(state_dict):

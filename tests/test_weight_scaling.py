@@ -10,7 +10,7 @@ import torch.nn as nn
 from helpers.model_table import MODELS
 from scripts import ROOT, in_process, one_line_error, run
 from helpers.weight_scaling import (ScalingError, compact, fold_batchnorm, largest_safe_batch, looks_scaled,
-                                    scale_for_adam)
+                                    scale_for_adam, unscale)
 from vgg16_full import VGG, cfg, make_layers, vgg16
 
 
@@ -45,6 +45,22 @@ def test_rescaling_keeps_the_function(name):
     first_conv = next(m for m in scaled.modules() if isinstance(m, nn.Conv2d))
     original = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
     assert first_conv.weight.abs().mean() >= 8 * original.weight.abs().mean()
+
+
+@pytest.mark.parametrize('name', ['resnet50', 'vgg16'])
+def test_unscaling_gives_the_same_function_in_weights_of_a_trained_size(name):
+    model = trained_looking(name)
+    back = unscale(scale_for_adam(copy.deepcopy(model)))
+    assert not looks_scaled(back)
+    x = torch.randn(16, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(back(x), model(x), rtol=1e-4, atol=1e-5)
+    for (key, p), q in zip(back.named_parameters(), model.parameters()):
+        if name == 'resnet50':  # fixed factors: the trained weights exactly
+            assert torch.equal(p, q), key
+        elif key.endswith('weight') and p.dim() > 1:  # VGG16: each layer within a factor 2 of its trained size
+            ratio = (p.abs().mean() / q.abs().mean()).item()
+            assert 0.5 <= ratio <= 2, (key, ratio)
 
 
 @pytest.mark.slow
