@@ -419,8 +419,8 @@ def save_state(args, epoch, history, model, optimizer, scheduler, train_loader, 
 
 
 def load_init(args):
-    """--init's model as trained: a checkpoint scaled for main.py's Adam epoch is scaled back, since SGD's
-    steps would be a thousand times too small next to the scaled weights."""
+    """--init's model at a trained scale: a checkpoint scaled for main.py's Adam epoch is scaled back (the same
+    function; ResNet50_layer4's trained weights exactly), since SGD's steps would be tiny next to scaled weights."""
     name, model = load_either(args.init, missing_hint='give --init a checkpoint of the model being trained',
                               otherwise='give --init one that main.py loads')
     if name != args.model:

@@ -186,16 +186,31 @@ def unscale(model):
 
     ResNet50_layer4's factors are fixed powers of two, so dividing by them gives
     the trained weights exactly. VGG16's depend on the weights they were applied
-    to, so each layer is divided by the power of two that brings its mean |weight|
-    nearest to that of a freshly initialised vgg16() (about where training
-    leaves it): the same function, in weights SGD can train."""
+    to and are not stored, so as many bits are taken out as bring the head's
+    BatchNorm1d variance back to about 1 (never so many that its smallest
+    variance nears eps), spread so that each layer lands near a freshly
+    initialised vgg16()'s size: the same function, in weights SGD can train."""
     if name_of(model) == 'resnet50':
         return rescale_resnet(model, 1 / RESNET_CONV_SCALE, 1 / RESNET_BN_SCALE)
+    bn = model.classifier[2]
+    spread = (bn.running_var.double() + bn.eps).log2()
+    total = max(0, min(round(spread.median().item() / 2), math.floor((spread.min().item() - math.log2(bn.eps) - 10) / 2)))
     layers = _vgg_layers(model)
-    fresh = _vgg_layers(vgg16())
-    bits = [-max(0, round(math.log2(layer.weight.abs().mean().item() / new.weight.abs().mean().item())))
-            for layer, new in zip(layers, fresh)]
-    return _multiply_vgg(model, layers, bits)
+    excess = [math.log2(layer.weight.abs().mean().item() / _fresh_size(layer)) for layer in layers]
+    shift = (total - sum(excess)) / len(layers)
+    bits = [math.floor(e + shift) for e in excess]
+    # the bits that rounding down left over go to the layers it cut most
+    for i in sorted(range(len(layers)), key=lambda i: bits[i] - (excess[i] + shift))[:total - sum(bits)]:
+        bits[i] += 1
+    return _multiply_vgg(model, layers, [-b for b in bits])
+
+
+def _fresh_size(layer):
+    """Mean |weight| of `layer` as vgg16() initialises it (computed, not drawn: no random numbers used)."""
+    if isinstance(layer, nn.Conv2d):  # normal(0, sqrt(2 / (k * k * out_channels))): mean |w| = std * sqrt(2 / pi)
+        k = layer.kernel_size[0] * layer.kernel_size[1]
+        return math.sqrt(2 / (k * layer.out_channels)) * math.sqrt(2 / math.pi)
+    return 0.5 / math.sqrt(layer.in_features)  # nn.Linear's default: uniform(+-1/sqrt(fan_in))
 
 
 def compact(state_dict):

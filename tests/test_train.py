@@ -334,7 +334,7 @@ def test_init_starts_from_a_trained_checkpoint_scaled_back_to_its_trained_size(n
     torch.manual_seed(3)
     trained = MODELS[name]()
     torch.save(scale_for_adam(copy.deepcopy(trained)).state_dict(), tmp_path / 'shipped.ckpt')  # as shipped
-    start = unscale(scale_for_adam(trained))  # ResNet50_layer4: the trained weights exactly (test_weight_scaling)
+    start = unscale(scale_for_adam(trained))  # what --init trains (test_weight_scaling checks unscale itself)
     out = tmp_path / 'more.ckpt'
     r = train('--model', name, '--data', image_folder, '--holdout', 50, '--epochs', 1, '--batch-size', 125,
               '--device', 'cpu', '--bf16', 'off', '--init', tmp_path / 'shipped.ckpt', '--swa-from', 1,
