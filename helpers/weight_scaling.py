@@ -115,12 +115,17 @@ def rescale_vgg(model, total_bits=60, head_var_bits=115):
     layers = _vgg_layers(model)
     sizes = [math.log2(layer.weight.abs().mean().item()) for layer in layers]
     target = (total_bits + sum(sizes)) / len(layers)
-    bits = [max(0, math.floor(target - size)) for size in sizes]
-    # the bits that rounding down left over go to the layers it cut most
-    leftover = max(0, total_bits - sum(bits))
-    for i in sorted(range(len(layers)), key=lambda i: math.floor(target - sizes[i]) - (target - sizes[i]))[:leftover]:
+    return _multiply_vgg(model, layers, _whole_bits([target - size for size in sizes], total_bits, lowest=0))
+
+
+def _whole_bits(wanted, total, lowest=-math.inf):
+    """Whole numbers of bits near `wanted` (each at least `lowest`) that add up to `total` where they can:
+    each rounded down, and the bits that rounding down left over go to the layers it cut most."""
+    bits = [max(lowest, math.floor(w)) for w in wanted]
+    leftover = max(0, total - sum(bits))
+    for i in sorted(range(len(wanted)), key=lambda i: math.floor(wanted[i]) - wanted[i])[:leftover]:
         bits[i] += 1
-    return _multiply_vgg(model, layers, bits)
+    return bits
 
 
 def _vgg_layers(model):
@@ -194,15 +199,12 @@ def unscale(model):
         return rescale_resnet(model, 1 / RESNET_CONV_SCALE, 1 / RESNET_BN_SCALE)
     bn = model.classifier[2]
     spread = (bn.running_var.double() + bn.eps).log2()
-    total = max(0, min(round(spread.median().item() / 2), math.floor((spread.min().item() - math.log2(bn.eps) - 10) / 2)))
+    total = max(0, min(round(spread.median().item() / 2),
+                       math.floor((spread.min().item() - math.log2(bn.eps) - 10) / 2)))
     layers = _vgg_layers(model)
     excess = [math.log2(layer.weight.abs().mean().item() / _fresh_size(layer)) for layer in layers]
     shift = (total - sum(excess)) / len(layers)
-    bits = [math.floor(e + shift) for e in excess]
-    # the bits that rounding down left over go to the layers it cut most
-    for i in sorted(range(len(layers)), key=lambda i: bits[i] - (excess[i] + shift))[:total - sum(bits)]:
-        bits[i] += 1
-    return _multiply_vgg(model, layers, [-b for b in bits])
+    return _multiply_vgg(model, layers, [-b for b in _whole_bits([e + shift for e in excess], total)])
 
 
 def _fresh_size(layer):
