@@ -26,19 +26,22 @@ import pickle
 import pickletools
 import string
 import tempfile
+import time
 import zipfile
 
 import torch
 
-from helpers.errors import CheckpointError
-from helpers.model_table import MODELS, TITLES, identify, name_of, state_shapes, title_of
+from helpers import paths
+from helpers.errors import SAVED, CheckpointError, reason
+from helpers.model_table import MODELS, TITLES, essential, identify, name_of, resembles, state_shapes, title_of
 
 SUMS = 'SHA256SUMS'
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED_FOLDER = os.path.join(PROJECT, 'checkpoints')  # the shipped checkpoints and their SHA256SUMS
 LFS_MAGIC = b'version https://git-lfs'
-ZIP_MAGIC = b'PK\x03\x04'  # torch.save's format since 1.6; older files are one pickle after another
-SAVED = []  # every file written by this process, for the Ctrl-C message
+ZIP_MAGIC = b'PK\x03\x04'  # torch.save's format since 1.6; older files are one pickle after another,
+LEGACY_MAGIC = b'\x80\x02\x8a\n'  # ... the first torch's magic number as a pickled long
+STALE_TEMP_SECONDS = 600  # a save's temporary file older than this was left by a killed save
 
 
 def sha256(path):
@@ -57,7 +60,7 @@ def read_sums(folder):
         return {}
     restore = f"restore it with `git checkout -- {sums}`"
     try:
-        with open(sums, encoding='utf-8') as f:
+        with open(sums, encoding='utf-8-sig') as f:  # an editor may have added a byte-order mark
             text = f.read()
     except UnicodeDecodeError:
         raise CheckpointError(f"{sums} is not a list of sha256 sums (it is not text); {restore}") from None
@@ -76,15 +79,15 @@ def read_sums(folder):
 
 def shipped_sum(path):
     """The sha256 that SHA256SUMS beside `path` lists for it, or None. Real paths: a symlink or `..`
-    in `path` leads to the file itself, and so to its line."""
+    in `path` leads to the file itself, and so to its line; so does another letter case on a
+    case-insensitive file system (macOS, Windows), where the file system says it is the same file."""
     real = os.path.realpath(path)
-    return read_sums(os.path.dirname(real)).get(os.path.basename(real))
-
-
-def _inside(path, folder):
-    """True when `path` (a real path) is in `folder` or under it, however either was spelt."""
-    folder = os.path.realpath(folder)
-    return os.path.commonpath([path, folder]) == folder
+    folder = os.path.dirname(real)
+    listed = read_sums(folder)
+    if os.path.basename(real) in listed:
+        return listed[os.path.basename(real)]
+    return next((digest for name, digest in listed.items() if paths.same_file(os.path.join(folder, name), real)),
+                None)
 
 
 def read_state_dict(path, missing_hint='pass --checkpoint PATH, or make one with train.py (see README)', model=None):
@@ -115,6 +118,7 @@ def read_state_dict(path, missing_hint='pass --checkpoint PATH, or make one with
         raise CheckpointError(f"{path} does not match its line in {SUMS} (damaged or changed); "
                               f"restore it with `git checkout -- {path}`")
     if head.startswith(ZIP_MAGIC):
+        _check_zip_contents(path)
         _check_archive(path, *(_weights_size(model) if model is not None else _any_weights_size()))
     try:
         state = torch.load(path, map_location='cpu', weights_only=True)
@@ -129,29 +133,103 @@ def read_state_dict(path, missing_hint='pass --checkpoint PATH, or make one with
                                   "download or copy it again") from None
         raise CheckpointError(f"{path} is damaged or truncated{_why(e)}; "
                               "download or copy it again") from None
-    if isinstance(state, dict) and isinstance(state.get('state_dict'), dict):
-        state = state['state_dict']  # a common wrapper around the same thing
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        what = (f'a {type(state).__name__}' if not isinstance(state, dict) else
-                'a dict with ' + next(f'a {type(v).__name__} at {k!r}' for k, v in state.items()
-                                      if not isinstance(v, torch.Tensor)))
-        raise CheckpointError(f"{path} is not a state dict (it holds {what}); "
+    return _strip_prefix(_weights_in(path, state, model), model)
+
+
+def _is_weights(value):
+    return isinstance(value, dict) and bool(value) and all(isinstance(v, torch.Tensor) for v in value.values())
+
+
+def _weights_in(path, state, model):
+    """The state dict in what torch.load gave: itself, or the one entry of a wrapper that holds weights
+    ({'state_dict': ...}, {'model': ...}, the PyTorch tutorial's {'epoch', 'model_state_dict', ...})."""
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} is not a state dict (it holds a {type(state).__name__}); "
                               "save one with torch.save(model.state_dict(), PATH)")
-    # DistributedDataParallel and torch.compile add these prefixes to every key
-    for prefix in ('module.', '_orig_mod.'):
-        if state and all(k.startswith(prefix) for k in state):
+    if not state or all(isinstance(v, torch.Tensor) for v in state.values()):
+        return state
+    if {'args', 'epoch', 'model', 'optimizer'} <= state.keys():
+        out = path[:-len('.state')] if path.endswith('.state') else 'OUT'
+        raise CheckpointError(f"{path} is train.py's training state, not a checkpoint; pass the checkpoint "
+                              f"train.py wrote ({out}), or go on training with python train.py --resume {path}")
+    found = [k for k, v in state.items() if _is_weights(v)]
+    if 'state_dict' in found:
+        found = ['state_dict']  # the common wrapper around the same thing
+    if len(found) > 1 and model is not None:  # e.g. the model's weights and an EMA copy: the one that fits
+        found = [k for k in found if essential(_strip_prefix(state[k], model)) == essential(model.state_dict())]
+    if len(found) == 1:
+        return state[found[0]]
+    entries = ', '.join(repr(k) for k in list(state)[:6]) + (', ...' if len(state) > 6 else '')
+    if found:
+        raise CheckpointError(f"{path} holds several sets of weights ({', '.join(map(repr, found))}); save the one "
+                              "you mean alone: torch.save(checkpoint[KEY], PATH)")
+    odd = next(k for k, v in state.items() if not isinstance(v, torch.Tensor))
+    what = (f'a dict with a {type(state[odd]).__name__} at {odd!r}' if any(isinstance(v, torch.Tensor) for v in
+            state.values()) else f'a dict of {entries}, none of them weights')
+    raise CheckpointError(f"{path} is not a state dict (it holds {what}); save one with "
+                          "torch.save(model.state_dict(), PATH)")
+
+
+def _strip_prefix(state, model):
+    """`state` with a prefix that every key has taken off, when that is what makes it fit: DataParallel's
+    `module.`, torch.compile's `_orig_mod.`, a wrapper's `model.`, or several of them."""
+    if not state:
+        return state
+    wanted = essential(model.state_dict()) if model is not None else None
+    fits = (lambda keys: essential(keys) == wanted) if wanted is not None else (lambda keys: resembles(keys))
+    stripped = state
+    while not fits(stripped.keys()):
+        first = next(iter(stripped)).split('.', 1)[0] + '.'
+        if first == next(iter(stripped)) + '.' or not all(k.startswith(first) for k in stripped):
+            break
+        stripped = {k[len(first):]: v for k, v in stripped.items()}
+    if fits(stripped.keys()):
+        return stripped
+    for prefix in ('module.', '_orig_mod.'):  # nothing fits: take off these two anyway, for the messages
+        if all(k.startswith(prefix) for k in state):
             state = {k[len(prefix):]: v for k, v in state.items()}
     return state
 
 
+def _check_zip_contents(path):
+    """A CheckpointError for a zip file that is no state dict: a TorchScript model, or an archive of other
+    files (a zip of images, say)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return  # torch.load names what is wrong with it
+    if any(n.endswith('constants.pkl') or '/code/__torch__' in n for n in names):
+        raise CheckpointError(f"{path} is a TorchScript model (torch.jit.save), not a state dict; save its weights "
+                              f"with torch.save(torch.jit.load('{path}').state_dict(), 'weights.ckpt') and pass that")
+    if names and not any(n == 'data.pkl' or n.endswith('/data.pkl') for n in names):
+        raise CheckpointError(f"{path} is a zip archive of other files ({len(names)}, e.g. {names[0]!r}), not a "
+                              "PyTorch checkpoint; give the file torch.save(model.state_dict(), PATH) wrote")
+
+
+def is_checkpoint_file(path):
+    """True when `path` holds what torch.save writes (or nothing at all): the only files --out replaces."""
+    try:
+        if os.path.getsize(path) == 0:
+            return True
+        with open(path, 'rb') as f:
+            head = f.read(len(LEGACY_MAGIC))
+        if head == LEGACY_MAGIC:
+            return True
+        with zipfile.ZipFile(path) as z:
+            return any(n == 'data.pkl' or n.endswith('/data.pkl') for n in z.namelist())
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError):
+        return False
+
+
 def _weights_size(model):
-    """(most bytes, most entries) a checkpoint of `model` may unpack to: twice its weights' size, room for
-    float64 weights or a wrapper that also holds the optimizer's momentum, but not for much more; and at
-    least an assignment model's float32 state dict, so that the other model's checkpoint is named as such."""
+    """(most bytes, most entries) a small checkpoint of `model` may unpack to: twice its weights' size, room
+    for float64 weights, and at least an assignment model's float32 state dict, so that the other model's
+    checkpoint is named as such. (A larger file is read when it really holds that much: _check_archive.)"""
     state = model.state_dict()
     need = sum(v.numel() * v.element_size() for v in state.values() if isinstance(v, torch.Tensor))
     largest, keys = _assignment_sizes()
-    return max(2 * need, largest) + (1 << 20), max(2 * len(state), keys) + 16  # + data.pkl and a few small
+    return max(2 * need, largest) + (1 << 20), max(4 * len(state), 4 * keys) + 64  # + an optimizer's state
 
 
 @functools.lru_cache(maxsize=None)
@@ -178,6 +256,9 @@ def _check_archive(path, most_bytes, most_entries):
     except (zipfile.BadZipFile, OSError, ValueError, EOFError):
         return  # torch.load names what is wrong with it
     unpacked = sum(e.file_size for e in entries)
+    # torch.save stores entries uncompressed, so a real file holds what it unpacks to: a larger one of
+    # another model, or a wrapper that also holds Adam's moments, is read (and judged by its weights)
+    most_bytes = max(most_bytes, os.path.getsize(path) + (1 << 20))
     if unpacked > most_bytes or len(entries) > most_entries:
         raise CheckpointError(f"{path} would unpack to {unpacked / 2 ** 20:.0f} MiB in {len(entries)} entries, more "
                               f"than the weights it should hold need (at most {most_bytes / 2 ** 20:.0f} MiB in "
@@ -240,7 +321,7 @@ def _why(e):
     advice to load the file unsafely whatever the file is (a text file gets it too), not a reason."""
     if isinstance(e, pickle.UnpicklingError):
         return ''
-    return f" ({str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__})"
+    return f" ({reason(e)})"
 
 
 def load_checkpoint(model, path, state=None):
@@ -255,27 +336,52 @@ def load_checkpoint(model, path, state=None):
         raise CheckpointError(f"{path} holds {odd[1]} at {odd[0]!r}, not a plain tensor of weights; "
                               "save the float model's torch.save(model.state_dict(), PATH)")
     shapes = {k: tuple(v.shape) for k, v in state.items()}
-    expected = model.state_dict()
-    if shapes.keys() != expected.keys():
-        for other in TITLES:
-            if other != name and shapes.keys() == state_shapes(other).keys():
-                raise CheckpointError(f"{path} is a {TITLES[other]} checkpoint, but the model is "
-                                      f"{title}: use --model {other} (or its lines in main.py)")
-        missing = sorted(expected.keys() - shapes.keys())
-        unexpected = sorted(shapes.keys() - expected.keys())
-        raise CheckpointError(f"{path} does not fit {title}: {len(missing)} keys missing "
-                              f"{missing[:2]}, {len(unexpected)} unexpected {unexpected[:2]}")
-    wrong = [k for k, v in expected.items() if tuple(v.shape) != shapes[k]]
-    if wrong:
-        raise CheckpointError(f"{path} does not fit {title}: {len(wrong)} tensors have other shapes, "
-                              f"e.g. {wrong[0]} is {shapes[wrong[0]]}")
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    other = identify(state)
+    if other is not None and other != name:  # the other model's checkpoint, whole: the flag fixes it
+        raise CheckpointError(f"{path} is a {TITLES[other]} checkpoint, but the model is "
+                              f"{title}: use --model {other} (or its lines in main.py)")
+    if essential(shapes) != essential(expected) or any(shapes[k] != v for k, v in expected.items() if k in shapes):
+        raise CheckpointError(f"{path} does not fit {title}: {_differences(shapes, expected)}"
+                              + _kind_hint(shapes, name))
     bad, total = _non_finite(state, loading=True)
     if bad:
+        overflowed = [k for k, v in state.items() if v.dtype == torch.float16 and v.isinf().any()]
+        if overflowed and not any(v.is_floating_point() and v.isnan().any() for v in state.values()):
+            raise CheckpointError(f"{path} holds infinite weights ({overflowed[0]!r} and {len(overflowed) - 1} more): "
+                                  "they overflowed float16 when it was saved in half precision (the shipped weights "
+                                  "are scaled far past float16's range); save in float32 or bf16 instead")
         raise CheckpointError(f"{path} holds NaN or infinite weights ({bad} of {total} tensors); it cannot be "
                               "fine-tuned or tested; use another checkpoint (the run that saved it had diverged)")
-    # load_state_dict copies into the existing float32 tensors, so half-precision files load as float32
-    model.load_state_dict(state, strict=True)
+    # load_state_dict copies into the existing float32 tensors, so half-precision files load as float32;
+    # a missing num_batches_tracked (files of PyTorch 0.4 and older) stays the model's own count
+    missing = set(expected) - set(shapes)
+    model.load_state_dict(state, strict=not missing)
     return state
+
+
+def _differences(shapes, expected, most=3):
+    """Which layers of a state dict differ from the model's, with expected against found shapes."""
+    missing = sorted(essential(expected) - shapes.keys())
+    unexpected = sorted(shapes.keys() - expected.keys())
+    wrong = [k for k in expected if k in shapes and shapes[k] != expected[k]]
+    said = ([f"{k} is {shapes[k]}, the model's {expected[k]}" for k in wrong] + [f"{k} {expected[k]} is missing"
+            for k in missing[:most]] + [f"{k} {shapes[k]} is not in the model" for k in unexpected[:most]])[:most]
+    counts = ', '.join(f'{n} {what}' for n, what in ((len(wrong), 'of other shapes'), (len(missing), 'missing'),
+                                                      (len(unexpected), 'unexpected')) if n)
+    return f"{counts} ({'; '.join(said)}{'; ...' if len(said) < len(wrong) + len(missing) + len(unexpected) else ''})"
+
+
+def _kind_hint(shapes, name):
+    """What kind of network a state dict that fits neither model is, when that is clear, and what to do."""
+    if resembles(shapes) == 'vgg16' or any(k.startswith('features.') for k in shapes):
+        if any(k.startswith('features.') and k.endswith('running_mean') for k in shapes):
+            return ("; it is a VGG16 with BatchNorm in its features (like vgg16_bn), and the assignment's VGG16 "
+                    "has none: use a checkpoint of the assignment's vgg16(), e.g. the shipped one")
+        return ("; it is another VGG16 (an ImageNet one, or a 4096-wide head), and the assignment's has a "
+                "512-wide CIFAR head: use a checkpoint of the assignment's vgg16(), e.g. the shipped one")
+    return '; use a checkpoint saved from this model: torch.save(model.state_dict(), PATH)'
+
 
 
 def _not_plain(value):
@@ -352,13 +458,27 @@ def _portable(obj):
 
 
 def _temp_beside(path):
-    """A new temporary file in `path`'s folder (so that os.replace is a rename), with the usual permissions."""
+    """A new temporary file in `path`'s folder (so that os.replace is a rename), with the usual permissions.
+
+    The temporary files a killed save of the same file left there (older than STALE_TEMP_SECONDS, so
+    never one a save running now beside this one is still writing) are removed first."""
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
+    prefix = '.' + os.path.basename(path) + '.'
+    for name in os.listdir(folder):
+        left = os.path.join(folder, name)
+        try:
+            if (name.startswith(prefix) and name.endswith('.tmp') and len(name) == len(prefix) + 8 + 4
+                    and time.time() - os.path.getmtime(left) > STALE_TEMP_SECONDS):
+                os.remove(left)
+        except OSError:
+            pass  # gone already, or not ours to remove
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix='.tmp', dir=folder)
     umask = os.umask(0)
     os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes files private (0600); give the usual permissions
+    # mkstemp makes files private (0600): give the usual permissions. os.chmod by name, not os.fchmod,
+    # which Windows Python has only from 3.13 (there it sets only the read-only flag, as here)
+    os.chmod(tmp, 0o666 & ~umask)
     return fd, tmp
 
 
@@ -376,11 +496,22 @@ def write_atomic(path, write):
         tmp = None
         SAVED.append(path)
     except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
-        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
+        if _interrupted(e):  # torch's writer turns a Ctrl-C in the middle of it into a RuntimeError too
+            raise KeyboardInterrupt from None
+        why = e.strerror if isinstance(e, OSError) and e.strerror else reason(e)
         raise CheckpointError(f"cannot write {path} ({why}); free some space or choose another --out") from None
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _interrupted(error):
+    """True when `error` was raised while handling a KeyboardInterrupt (Ctrl-C)."""
+    while error is not None:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        error = error.__context__
+    return False
 
 
 def _write(obj, path):
@@ -398,7 +529,7 @@ def refuse_shipped(path):
     if shipped_sum(real) is not None:
         raise CheckpointError(f"will not overwrite the shipped checkpoint {named}; choose another --out "
                               "(maintainers replace one with python -m tools.ship_checkpoint)")
-    if _inside(real, SHIPPED_FOLDER):
+    if paths.inside(real, SHIPPED_FOLDER):
         raise CheckpointError(f"will not write {named}: {SHIPPED_FOLDER} holds only the shipped checkpoints; "
                               "choose another --out (maintainers add one with python -m tools.ship_checkpoint)")
 

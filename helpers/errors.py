@@ -4,11 +4,18 @@ Three kinds, each message saying what to do: UsageError (a setting that
 cannot work here), CheckpointError (a checkpoint or training state that
 cannot be used) and DataError (data the user can fix). `install` makes a
 script end on any of them with `error: MESSAGE` (exit 1), and on Ctrl-C with
-a line that says what was saved before it (exit 130).
+a line that says what was saved before it (exit 130). In a notebook (IPython,
+Jupyter, Colab) the same line is shown under the cell, and the kernel lives on.
+Output never fails on a character the console's encoding lacks (a Windows
+console in cp949, say, and a path with 'é'): it is written escaped instead.
 """
 import os
 import sys
+import textwrap
 import time
+
+
+SAVED = []  # every file this process wrote (helpers/checkpoints.py adds them), for the Ctrl-C line
 
 
 class UsageError(Exception):
@@ -23,9 +30,14 @@ class DataError(Exception):
     """A problem with the data that the user can fix; the message says how."""
 
 
+def reason(error, width=200):
+    """An exception's first line, cut at a word (not in the middle of one) when longer than `width`."""
+    text = str(error).strip()
+    return textwrap.shorten(text.splitlines()[0], width, placeholder=' ...') if text else type(error).__name__
+
+
 def one_line(error):
     """(exit code, the line to print) for an error people can fix, else None."""
-    from helpers.checkpoints import SAVED  # which imports this module
     if isinstance(error, KeyboardInterrupt):
         saved = f"saved before that: {', '.join(SAVED)}" if SAVED else 'nothing new was saved'
         return 130, (f'\ninterrupted: stopped before the end; {saved} '
@@ -50,6 +62,23 @@ def _hook(kind, value, tb):
     os._exit(code)
 
 
+def _in_notebook():
+    """The IPython shell running this code (a notebook cell, %run, an IPython console), or None."""
+    ipython = sys.modules.get('IPython')
+    return ipython.get_ipython() if ipython and hasattr(ipython, 'get_ipython') else None
+
+
+def _notebook_handler(shell, kind, value, tb, tb_offset=None):
+    code, line = one_line(value)
+    print(line.strip(), file=sys.stderr, flush=True)  # the kernel goes on: no exit
+
+
 def install():
     """Known mistakes and Ctrl-C end in one line, not a traceback (exit 1, or 130 for Ctrl-C)."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, 'reconfigure'):  # a replaced stream (a test's, an IDE's) may lack it
+            stream.reconfigure(errors='backslashreplace')
+    shell = _in_notebook()
+    if shell is not None:  # IPython never calls sys.excepthook
+        shell.set_custom_exc((CheckpointError, DataError, UsageError, KeyboardInterrupt), _notebook_handler)
     sys.excepthook = _hook

@@ -24,10 +24,24 @@ def state_shapes(name):
     return dict(_state_shapes(name))
 
 
+def essential(keys):
+    """All keys but BatchNorm's num_batches_tracked, which PyTorch 0.4 and older did not save."""
+    return {k for k in keys if not k.endswith('num_batches_tracked')}
+
+
+def resembles(keys):
+    """'resnet50' or 'vgg16' for state dict keys that are that model's (shapes aside), else None."""
+    keys = essential(keys)
+    return next((name for name in MODELS if essential(state_shapes(name)) == keys), None)
+
+
 def identify(state_dict):
-    """'resnet50' or 'vgg16' for a state dict with exactly that model's keys, else None."""
-    keys = state_dict.keys()
-    return next((name for name in MODELS if state_shapes(name).keys() == keys), None)
+    """'resnet50' or 'vgg16' for a state dict of that model: its keys and their shapes, else None."""
+    name = resembles(state_dict.keys())
+    if name is None:
+        return None
+    shapes = state_shapes(name)
+    return name if all(tuple(v.shape) == shapes[k] for k, v in state_dict.items()) else None
 
 
 def name_of(model):
