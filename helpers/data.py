@@ -23,9 +23,12 @@ What is refused, each in one line (a DataError) that names the file or folder:
   * unreadable folders and images; images other than 32x32 (the size is read
     from the file's header, before any decoding: a small file cannot make a
     huge image); 16-bit and floating-point images (CIFAR-10 is 8-bit RGB, and
-    converting would silently drop precision).
+    converting would silently drop precision); grayscale images;
+  * in the plain pipeline, the test split's bad images before training (their
+    headers are read when its dataset is made), as the fast path decodes them.
 Symlinked folders are followed, but each real folder is listed once: a link
-loop neither repeats images nor hangs.
+loop neither repeats images nor hangs. Hidden files and folders ('.' names:
+macOS's ._* and .DS_Store) are not images and are skipped.
 """
 import math
 import multiprocessing
@@ -41,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from helpers import paths
 from helpers.errors import DataError
 
 CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer',
@@ -77,11 +81,18 @@ WHAT_TO_PUT = ("put CIFAR-10 there: torchvision's archive (cifar-10-python.tar.g
 
 def layout(root):
     """'folder' or 'torchvision' for a data directory that holds CIFAR-10, else None."""
-    if os.path.isdir(os.path.join(root, 'train')) or os.path.isdir(os.path.join(root, 'test')):
-        return 'folder'
+    splits = [os.path.join(root, s) for s in ('train', 'test') if os.path.isdir(os.path.join(root, s))]
     if os.path.isdir(os.path.join(root, TORCHVISION_FOLDER)):
-        return 'torchvision'
-    return None
+        # a stray train/ or test/ beside the batches (an empty one, say) holds no class folder: not an image folder
+        if not any(os.path.isdir(os.path.join(s, c)) for s in splits for c in CLASSES):
+            return 'torchvision'
+    return 'folder' if splits else None
+
+
+def _hidden(name):
+    """Files and folders whose names start with '.': macOS leaves an AppleDouble '._NAME' beside every file it
+    copies onto exFAT, FAT or SMB (and a .DS_Store in each folder); they are not images, nor classes."""
+    return name.startswith('.')
 
 
 def _cannot_read(folder, e):
@@ -101,29 +112,32 @@ def _split_dir(root, split):
     d = os.path.join(root, split)
     if not os.path.isdir(d):
         raise DataError(f"image folder {root} has no '{split}' folder: " + WHAT_TO_PUT.format(d=root))
-    found = sorted(e for e in _listdir(d) if os.path.isdir(os.path.join(d, e)))
+    found = sorted(e for e in _listdir(d) if not _hidden(e) and os.path.isdir(os.path.join(d, e)))
     if found != sorted(CLASSES):
         missing = sorted(set(CLASSES) - set(found))
         extra = sorted(set(found) - set(CLASSES))
         raise DataError(f"{d} must hold exactly CIFAR-10's ten class folders "
                         f"({', '.join(CLASSES)}); missing: {', '.join(missing) or 'none'}; "
                         f"not CIFAR-10: {', '.join(extra) or 'none'}")
-    empty = [c for c in CLASSES if not any(os.path.splitext(e)[1].lower() in IMAGE_EXTENSIONS
-                                           for e in _listdir(os.path.join(d, c)))]
+    empty = [c for c in CLASSES if not any(_is_image_name(e) for e in _listdir(os.path.join(d, c)))]
     if empty:
         raise DataError(f"{d}: class folder(s) {', '.join(empty)} hold no images "
                         f"({', '.join(IMAGE_EXTENSIONS)}); put that class's images there")
     return d
 
 
+def _is_image_name(name):
+    return not _hidden(name) and name.lower().endswith(IMAGE_EXTENSIONS)
+
+
 def image_files(split_dir):
     """[(path, class index)] in torchvision ImageFolder's order (sorted classes, walk, names), so that a
-    seed shuffles the same images the same way in the fast and the plain pipeline."""
+    seed shuffles the same images the same way in the fast and the plain pipeline; hidden files and
+    folders (macOS's) are left out, which ImageFolder does not do."""
     samples = []
     for label, name in enumerate(CLASSES):  # CLASSES is in sorted order, as ImageFolder numbers them
         for folder, names in sorted(_walk_once(os.path.join(split_dir, name))):
-            samples += [(os.path.join(folder, n), label) for n in sorted(names)
-                        if n.lower().endswith(IMAGE_EXTENSIONS)]
+            samples += [(os.path.join(folder, n), label) for n in sorted(names) if _is_image_name(n)]
     return samples
 
 
@@ -142,6 +156,7 @@ def _walk_once(top):
             dirs[:] = []
             continue
         seen.add(real)
+        dirs[:] = [d for d in dirs if not _hidden(d)]  # e.g. a netatalk share's .AppleDouble, named like the images
         # the first way to a folder is the one listed: real folders before links, then by name, so that
         # a folder beside a link to it is listed by its own path, and the same on every machine
         dirs.sort(key=lambda d: (os.path.islink(os.path.join(folder, d)), d))
@@ -150,10 +165,13 @@ def _walk_once(top):
 
 class ImageFiles(torch.utils.data.Dataset):
     """The plain pipeline's dataset of an image folder: what torchvision's ImageFolder gives (same order,
-    same labels), listed by image_files, so that its checks hold in both pipelines."""
+    same labels), listed by image_files, so that its checks hold in both pipelines. check=True reads every
+    image's header (size, depth, colour) at once rather than when the image is first used."""
 
-    def __init__(self, split_dir, transform=None):
+    def __init__(self, split_dir, transform=None, check=False):
         self.samples, self.transform = image_files(split_dir), transform
+        for path, _ in self.samples if check else ():
+            _read_image(path, decode=False)
 
     def __len__(self):
         return len(self.samples)
@@ -164,8 +182,9 @@ class ImageFiles(torch.utils.data.Dataset):
         return (self.transform(image) if self.transform else image), label
 
 
-def _read_image(path):
-    """One 32x32 RGB image as a PIL image, or a DataError naming the file."""
+def _read_image(path, decode=True):
+    """One 32x32 RGB image as a PIL image, or a DataError naming the file; decode=False checks only its
+    header (returns None)."""
     try:
         # PIL warns of (and over twice its limit refuses) a header that claims a huge image: an error here
         with warnings.catch_warnings():
@@ -173,13 +192,12 @@ def _read_image(path):
             with Image.open(path) as im:
                 # Image.open has read only the header: refuse a wrong size or depth before decoding anything
                 _check_header(path, im)
-                im = im.convert('RGB')
+                return im.convert('RGB') if decode else None  # palette and RGBA images are colour too
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise DataError(f"image {path} claims to be huge (PIL refuses it as a decompression bomb), "
                         "CIFAR-10 images are 32x32; delete or replace that file") from None
     except (OSError, ValueError, SyntaxError) as e:
         raise DataError(f"cannot read image {path} ({e}); delete or replace that file") from None
-    return im
 
 
 # Decoding 45,000 JPEGs takes ~9 s on one core; worker processes (not threads: PIL holds the GIL for
@@ -206,27 +224,45 @@ def _read_pixels(paths):
         return np.concatenate(pool.map(_read_chunk, chunks))
 
 
+GRAYSCALE_MODES = ('1', 'L', 'LA', 'La')
+
+
 def _check_header(path, im):
     if im.size != (32, 32):
-        raise DataError(f"image {path} is {im.size[0]}x{im.size[1]}, CIFAR-10 images are 32x32; "
-                        "delete or replace that file")
+        size = f'{im.size[0]}x{im.size[1]}'
+        checked = _same_size_beside(path, im.size)
+        if checked:  # a copy resized as a whole, not one odd file: deleting files one per run would not end
+            raise DataError(f"images in {os.path.dirname(path)} are {size} ({os.path.basename(path)} and the "
+                            f"{checked} others checked), CIFAR-10 images are 32x32: resize every image to 32x32")
+        raise DataError(f"image {path} is {size}, CIFAR-10 images are 32x32; delete or replace that file")
     # modes I;16*, I and F hold 16- or 32-bit values, and PIL opens a 48-bit PNG as 8-bit RGB whose raw
     # mode (RGB;16B) says it drops each value's low byte: converting would squash them without a word
     if im.mode in ('I', 'F') or ';16' in im.mode or any(';16' in str(tile[3]) for tile in im.tile):
         raise DataError(f"image {path} has {im.mode} pixels of more than 8 bits; CIFAR-10 images are 8-bit RGB: "
                         "convert it to 8-bit RGB (or delete it)")
+    if im.mode in GRAYSCALE_MODES:  # converting would copy one channel into three: not a CIFAR-10 image
+        raise DataError(f"image {path} is grayscale ({im.mode}); CIFAR-10 images are RGB: "
+                        "convert it to RGB (or delete it)")
+
+
+def _same_size_beside(path, size, handful=5):
+    """How many other images beside `path` were checked and found `size` too (their headers only, the first
+    `handful` by name); 0 when fewer than two could be, or one differs."""
+    folder = os.path.dirname(path)
+    try:
+        others = [os.path.join(folder, n) for n in sorted(os.listdir(folder))
+                  if _is_image_name(n) and n != os.path.basename(path)][:handful]
+        for other in others:
+            with Image.open(other) as im:
+                if im.size != size:
+                    return 0
+    except Exception:  # noqa: BLE001 - an unreadable neighbour: say what is known, about this file
+        return 0
+    return len(others) if len(others) >= 2 else 0
 
 
 TRAIN_BATCHES = [f'data_batch_{i}' for i in range(1, 6)]
 TEST_BATCHES = ['test_batch']
-
-
-def _first_missing_folder(path):
-    """The outermost folder of `path` that does not exist yet, or None when `path` exists."""
-    path, missing = os.path.abspath(path), None
-    while not os.path.exists(path):
-        path, missing = os.path.dirname(path), path
-    return missing
 
 
 def _read_batches(root, train, download=True):
@@ -241,18 +277,10 @@ def _read_batches(root, train, download=True):
                         "(or a new one to download it into)")
     folder = os.path.join(root, TORCHVISION_FOLDER)
     if not os.path.isdir(folder):
+        _refuse_one_folder_down(root)
         if not download:
-            raise DataError(f"no CIFAR-10 in {root}; " + WHAT_TO_PUT.format(d=root))
-        made = _first_missing_folder(root)  # a mistyped --data should not leave folders behind
-        import torchvision
-        try:
-            torchvision.datasets.CIFAR10(root=root, train=train, download=True)
-        except (OSError, RuntimeError) as e:  # no network, DNS failure, disk full, bad archive...
-            if made:
-                shutil.rmtree(made, ignore_errors=True)
-            reason = getattr(e, 'reason', None) or e
-            raise DataError(f"no CIFAR-10 in {root} and it could not be downloaded ({reason}); "
-                            + WHAT_TO_PUT.format(d=root)) from None
+            raise DataError(f"no CIFAR-10 in {root}; " + _cifar_100_there(root) + WHAT_TO_PUT.format(d=root))
+        _download(root, train)
     pixels, labels = [], []
     for name in TRAIN_BATCHES if train else TEST_BATCHES:
         path = os.path.join(folder, name)
@@ -276,6 +304,49 @@ def _read_batches(root, train, download=True):
         pixels.append(images)
         labels.append(batch_labels)
     return np.concatenate(pixels).transpose(0, 2, 3, 1), np.concatenate(labels)
+
+
+def _download(root, train):
+    """torchvision's download of CIFAR-10 into `root`, or a DataError that says why not and what is there."""
+    made = paths.first_missing_folder(root)  # a mistyped --data should not leave folders behind
+    if made and paths.nearest_existing(root) is None:  # not even its drive: nothing to download onto
+        raise DataError(f"{made} is not there (no drive or disk is mounted there), so CIFAR-10 cannot go into "
+                        f"{root}; connect that drive, or give --data a folder on a drive that is there")
+    import torchvision
+    try:
+        torchvision.datasets.CIFAR10(root=root, train=train, download=True)
+    except (OSError, RuntimeError) as e:  # no network, DNS failure, disk full, bad archive...
+        if made:
+            shutil.rmtree(made, ignore_errors=True)
+        reason = getattr(e, 'reason', None) or e
+        # torchvision uses an archive already there only if its MD5 is right, else downloads it again: an
+        # interrupted download's is not (read here only when the download failed, not on every start)
+        from torchvision.datasets.utils import check_integrity
+        archive = os.path.join(root, torchvision.datasets.CIFAR10.filename)
+        if os.path.isfile(archive) and not check_integrity(archive, torchvision.datasets.CIFAR10.tgz_md5):
+            raise DataError(f"{archive} is incomplete or damaged (an interrupted download?) and could not be "
+                            f"downloaded again ({reason}); delete it and run again, or download it again "
+                            "on a machine with a network and put it there") from None
+        raise DataError(f"no CIFAR-10 in {root} and it could not be downloaded ({reason}); "
+                        + _cifar_100_there(root) + WHAT_TO_PUT.format(d=root)) from None
+
+
+def _refuse_one_folder_down(root):
+    """A DataError when `root` holds nothing but one folder, which holds CIFAR-10: --data one level too high."""
+    entries = [e for e in _listdir(root) if not _hidden(e)] if os.path.isdir(root) else []
+    inside = os.path.join(root, entries[0]) if len(entries) == 1 else None
+    if inside and layout(inside):
+        raise DataError(f"{root} holds CIFAR-10 one folder down, in {inside}: pass --data {inside}")
+
+
+def _cifar_100_there(root):
+    """What to add to 'no CIFAR-10' when `root` holds CIFAR-100 (its folder, or that folder's files) instead."""
+    hundred = os.path.join(root, 'cifar-100-python')
+    if os.path.isdir(hundred):
+        return f"{hundred} is CIFAR-100 and this package needs CIFAR-10; "
+    if all(os.path.isfile(os.path.join(root, name)) for name in ('train', 'test')):
+        return f"{root} holds CIFAR-100's files (train, test) and this package needs CIFAR-10; "
+    return ''
 
 
 class RefusedGlobal(pickle.UnpicklingError):
@@ -361,8 +432,9 @@ def datasets(root, download=True, train=True):
     """The assignment's (train, test) datasets with PIL transforms."""
     transform_train, transform_test = assignment_transforms()
     if layout(root) == 'folder':
-        return tuple(ImageFiles(_split_dir(root, split), transform=t) if split == 'test' or train else None
-                     for split, t in (('train', transform_train), ('test', transform_test)))
+        train_set = ImageFiles(_split_dir(root, 'train'), transform_train) if train else None
+        # the test split is read after the epoch and the save: its headers are checked now, before them
+        return train_set, ImageFiles(_split_dir(root, 'test'), transform_test, check=True)
     return (ArrayDataset(*_read_batches(root, True, download), transform_train) if train else None,
             ArrayDataset(*_read_batches(root, False, download), transform_test))
 
@@ -393,7 +465,8 @@ def decode(root, split, download=True):
 def hold_out(images, labels, n):
     """(training, validation) pairs: `n` images kept for validation, the same ones every time."""
     if n >= len(labels):
-        raise DataError(f'holding out {n} images leaves none to train on (there are {len(labels)}); hold out fewer')
+        raise DataError(f'holding out {n} images leaves none to train on (there are {len(labels)}); '
+                        'give a smaller --holdout')
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
     keep, held = order[n:].sort().values, order[:n].sort().values
     return (images[keep], labels[keep]), (images[held], labels[held])

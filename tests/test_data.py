@@ -376,3 +376,192 @@ def test_decoding_in_worker_processes_gives_the_same_images_and_names_a_bad_one(
     (bad / 'train' / 'ship' / '0007.png').write_bytes(b'not a png')
     with pytest.raises(DataError, match=r'cannot read image .*ship.0007\.png'):
         decode(str(bad), 'train')
+
+
+def run_briefly(call, timeout=5):
+    """What call() returned or raised, or 'hung' after `timeout` seconds (left running in a daemon thread)."""
+    import threading
+    outcome = []
+
+    def target():
+        try:
+            outcome.append(call())
+        except Exception as e:  # noqa: BLE001 - the test looks at what it was
+            outcome.append(e)
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return outcome[0] if outcome else 'hung'
+
+
+def no_network(monkeypatch, calls=None):
+    """torchvision's download fails as it does without a network; `calls` collects each attempt's root."""
+    import urllib.error
+
+    import torchvision
+
+    class Offline(torchvision.datasets.CIFAR10):
+        def __init__(self, root, **kwargs):
+            if calls is not None:
+                calls.append(root)
+            raise urllib.error.URLError('[Errno -3] Temporary failure in name resolution')
+    monkeypatch.setattr(torchvision.datasets, 'CIFAR10', Offline)
+
+
+def test_data_on_a_drive_with_nothing_mounted_ends_in_one_line_without_downloading(monkeypatch):
+    # Windows: dirname('E:\\') is 'E:\\', so a walk up to the first missing folder looped forever there
+    import functools
+    import ntpath
+
+    from helpers import paths
+    for name in ('first_missing_folder', 'nearest_existing'):
+        monkeypatch.setattr(paths, name, functools.partial(getattr(paths, name), pathmod=ntpath))
+    calls = []
+    no_network(monkeypatch, calls)
+    error = run_briefly(lambda: decode('E:\\cifar', 'train'))
+    assert isinstance(error, DataError), error
+    assert str(error).startswith('E:\\ is not there') and '--data' in str(error) and '\n' not in str(error)
+    assert calls == []  # nothing is downloaded onto a drive that is not there
+    monkeypatch.undo()
+    # the same on Linux and macOS, where the tests cannot unmount '/': a root that is not there (as
+    # os.path.exists says for a moment) ends the walk too
+    calls.clear()
+    no_network(monkeypatch, calls)
+    monkeypatch.setattr(os.path, 'exists', lambda path: False)
+    error = run_briefly(lambda: decode('/no/such/drive', 'train'))
+    monkeypatch.undo()  # before anything else looks for a file (and so that a walk that hung ends)
+    assert isinstance(error, DataError) and str(error).startswith('/ is not there'), error
+    assert calls == []
+
+
+def test_a_failed_download_removes_the_folders_it_made_and_keeps_what_was_there(tmp_path, monkeypatch):
+    import torchvision
+    made = []
+
+    class HalfDone(torchvision.datasets.CIFAR10):
+        def __init__(self, root, **kwargs):
+            os.makedirs(root, exist_ok=True)  # as torchvision does before downloading
+            made.append(root)
+            raise OSError(28, 'No space left on device')
+    monkeypatch.setattr(torchvision.datasets, 'CIFAR10', HalfDone)
+    with pytest.raises(DataError, match=r'^no CIFAR-10 in .*typo.data and it could not be downloaded \(.*No space'):
+        decode(str(tmp_path / 'typo' / 'data'), 'train')
+    assert made and not (tmp_path / 'typo').exists()
+    (tmp_path / 'mine').mkdir()
+    with pytest.raises(DataError, match='could not be downloaded'):
+        decode(str(tmp_path / 'mine'), 'train')
+    assert (tmp_path / 'mine').is_dir()
+
+
+def test_macos_appledouble_and_ds_store_files_are_skipped_in_both_pipelines(tmp_path):
+    root = one_image_per_class(one_image_per_class(tmp_path, 'train'))
+    for split in ('train', 'test'):
+        for c in CLASSES:
+            (root / split / c / '._a.png').write_bytes(b'\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ')
+            (root / split / c / '.DS_Store').write_bytes(b'\x00\x00\x00\x01Bud1')
+    (root / '.DS_Store').write_bytes(b'\x00\x00\x00\x01Bud1')
+    (root / 'test' / '.AppleDouble').mkdir()  # a netatalk share's: not a class folder
+    (root / 'test' / 'cat' / '.AppleDouble').mkdir()  # its files are named like the images they describe
+    (root / 'test' / 'cat' / '.AppleDouble' / 'a.png').write_bytes(b'\x00\x05\x16\x07')
+    assert len(decode(str(root), 'test')[1]) == 10
+    _, test = data.datasets(str(root))
+    assert [label for _, label in test] == list(range(10))  # every image read, no junk among them
+    (root / 'test' / 'frog' / 'a.png').unlink()  # only the junk is left: the class holds no images
+    with pytest.raises(DataError, match=r'class folder\(s\) frog hold no images'):
+        decode(str(root), 'test')
+
+
+def test_the_plain_pipeline_checks_the_test_images_before_training(tmp_path):
+    # the test split is read after the epoch and the save: a bad file must stop the run before them
+    from conftest import make_image_folder
+    root = make_image_folder(tmp_path, train_per_class=1, test_per_class=2)
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / 'test' / 'ship' / '0001.png')
+    for train in (True, False):
+        with pytest.raises(DataError, match=r'^image .*ship.0001\.png is 40x40'):
+            data.plain_loaders(root, train=train)
+    (tmp_path / 'test' / 'ship' / '0001.png').write_bytes(b'not a png')
+    with pytest.raises(DataError, match=r'^cannot read image .*ship.0001\.png'):
+        data.plain_loaders(root)
+
+
+def test_grayscale_images_are_refused_and_palette_and_rgba_ones_accepted(tmp_path):
+    root = one_image_per_class(tmp_path)
+    odd = root / 'test' / 'dog' / 'odd.png'
+    for mode in ('L', 'LA', '1'):
+        Image.new(mode, (32, 32)).save(odd)
+        for read in (lambda: decode(str(root), 'test'), lambda: data.plain_loaders(str(root), train=False)):
+            with pytest.raises(DataError, match=rf"^image .*odd\.png is grayscale \({mode}\); CIFAR-10 images are "
+                                                r"RGB: convert it to RGB \(or delete it\)$"):
+                read()
+    for mode in ('P', 'RGBA'):
+        Image.new(mode, (32, 32)).save(odd)
+        assert len(decode(str(root), 'test')[1]) == 11
+
+
+def test_a_truncated_archive_from_an_interrupted_download_is_named(tmp_path, monkeypatch):
+    import gzip
+    archive = tmp_path / 'cifar-10-python.tar.gz'
+    archive.write_bytes(gzip.compress(b'cifar-10-batches-py/data_batch_1' + bytes(5000))[:300])
+    no_network(monkeypatch)
+    with pytest.raises(DataError) as e:
+        decode(str(tmp_path), 'train')
+    assert str(e.value).startswith(f'{archive} is incomplete or damaged')
+    assert 'delete it and run again' in str(e.value) and '\n' not in str(e.value)
+
+
+def test_cifar_100_is_named_as_such(tmp_path, monkeypatch):
+    no_network(monkeypatch)
+    hundred = tmp_path / 'cifar-100-python'
+    hundred.mkdir()
+    for name in ('train', 'test', 'meta'):
+        (hundred / name).write_bytes(b'a CIFAR-100 pickle')
+    for root in (tmp_path, hundred):
+        for download in (True, False):
+            with pytest.raises(DataError, match=r'CIFAR-100.*this package needs CIFAR-10') as e:
+                decode(str(root), 'train', download=download)
+            assert '\n' not in str(e.value)
+
+
+def test_cifar_10_one_folder_down_is_named_before_any_download(tmp_path, monkeypatch):
+    import re
+    calls = []
+    no_network(monkeypatch, calls)
+    one_image_per_class(one_image_per_class(tmp_path / 'images' / 'cifar10', 'train'))
+    (tmp_path / 'images' / '.DS_Store').write_bytes(b'')
+    (tmp_path / 'batches' / 'unpacked' / 'cifar-10-batches-py').mkdir(parents=True)
+    for root, inside in (tmp_path / 'images', 'cifar10'), (tmp_path / 'batches', 'unpacked'):
+        for download in (True, False):
+            with pytest.raises(DataError, match=f'^{re.escape(str(root))} holds CIFAR-10 one folder down, in .*'
+                                                f'{inside}: pass --data {re.escape(str(root / inside))}$'):
+                decode(str(root), 'test', download=download)
+    assert calls == []
+
+
+def test_a_folder_of_images_all_of_one_wrong_size_says_to_resize_them(tmp_path):
+    for c in CLASSES:
+        os.makedirs(tmp_path / 'test' / c)
+        for j in range(4):
+            Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / 'test' / c / f'{j}.png')
+    for read in (lambda: decode(str(tmp_path), 'test'), lambda: data.plain_loaders(str(tmp_path), train=False)):
+        with pytest.raises(DataError, match=r'^images in .*airplane are 64x64 .*CIFAR-10 images are 32x32: '
+                                            r'resize every image to 32x32') as e:
+            read()
+        assert 'delete' not in str(e.value)
+
+
+def test_a_stray_empty_split_folder_does_not_hide_the_batches(torchvision_root, tmp_path):
+    root, _ = copy_of(torchvision_root, tmp_path)
+    (root / 'test').mkdir()  # empty, and a train/ with no class folders in it
+    (root / 'train' / 'notes').mkdir(parents=True)
+    assert data.layout(str(root)) == 'torchvision'
+    assert decode(str(root), 'test')[0].shape == (50, 3, 32, 32)
+    assert len(data.datasets(str(root), download=False)[1]) == 50
+    (root / 'test' / 'cat').mkdir()  # a class folder: an image folder after all, checked as one
+    with pytest.raises(DataError, match='missing: airplane'):
+        decode(str(root), 'test')
+
+
+def test_holding_out_too_many_names_the_flag():
+    labels = torch.arange(10)
+    with pytest.raises(DataError, match=r'leaves none to train on .*--holdout'):
+        data.hold_out(torch.zeros(10, 3, 32, 32, dtype=torch.uint8), labels, 10)

@@ -323,7 +323,7 @@ def test_a_mistake_under_torchrun_reaches_the_user_in_one_line(image_folder, tmp
     assert r.returncode != 0
     lines = [line for line in (r.stdout + r.stderr).splitlines() if line.startswith('error: ')]
     # once (from rank 0), whatever torchrun itself then says about the failed processes
-    assert lines == ['error: holding out 100000 images leaves none to train on (there are 300); hold out fewer'], \
+    assert lines == ['error: holding out 100000 images leaves none to train on (there are 300); give a smaller --holdout'], \
         r.stdout[-2000:] + r.stderr[-3000:]
 
 
