@@ -9,13 +9,25 @@ model got most confidently wrong and the correct ones of the most-confused
 pair. The images are kept while testing (`Gallery`), so the report costs no
 extra pass over the data. Drawing needs matplotlib; without it the report is
 written without figures. Nothing here changes the run or what it printed.
+
+A report loses nobody's files: it goes only into a folder that is new, empty,
+or holds an earlier report exactly as this module wrote it (listed with its
+sha256 sums in MANIFEST), never into the project's own folders; it is built in
+a temporary folder beside DIR and renamed into place, so DIR holds the whole
+old report or the whole new one, also after a full disk or Ctrl-C.
 """
+import errno
 import os
+import shutil
 import sys
+import tempfile
 
 import torch
 
+from helpers.checkpoints import PROJECT, sha256
 from helpers.data import CLASSES, denormalize, layout
+from helpers.errors import UsageError
+from helpers.paths import expand, first_missing_folder, inside, nearest_existing
 
 
 def _pyplot():
@@ -135,22 +147,152 @@ def _figures(folder, step_losses, per_class, confusion, gallery=None):
     made.append(('Confusion matrix', 'confusion.png', fig))
     if gallery is not None:
         made += _gallery_figures(plt, gallery, confusion)
-    for _, name, fig in made:
-        fig.tight_layout()
-        fig.savefig(os.path.join(folder, name))
-        plt.close(fig)
+    try:
+        for _, name, fig in made:
+            fig.tight_layout()
+            fig.savefig(os.path.join(folder, name))
+    finally:  # also after a full disk: pyplot keeps every figure until it is closed
+        for _, _, fig in made:
+            plt.close(fig)
     return [(title, name) for title, name, _ in made]
 
 
 FIGURES = ('loss.png', 'per_class.png', 'confusion.png', 'mistakes.png', 'confused_pair_correct.png')
+MANIFEST = '.report.sha256'  # the report's files and their sha256 sums: how an earlier report is known
+LITTER = ('.DS_Store', 'Thumbs.db', 'desktop.ini')  # what file browsers leave in a folder they showed
+# the project's own folders, tracked or filled by it: a report there would mix with (or replace) its files
+PROJECT_FOLDERS = ('.ci', '.git', 'checkpoints', 'data', 'docs', 'helpers', 'tests', 'tools')
+CHOOSE = 'choose a new or empty folder, e.g. --report reports/run1'
+FULL = (errno.ENOSPC, getattr(errno, 'EDQUOT', errno.ENOSPC))  # a full disk, or a full quota
 
 
-def write(folder, *, model_name, checkpoint, checkpoint_sha256, device, data_dir, train_images, test_images,
+def _manifest(real):
+    """{name: sha256} listed in `real`'s MANIFEST, or None when there is none or it is not one we wrote."""
+    try:
+        with open(os.path.join(real, MANIFEST), encoding='utf-8') as f:
+            rows = [line.rstrip('\n').split('  ', 1) for line in f]
+    except (OSError, UnicodeDecodeError):
+        return None
+    listed = {row[1]: row[0] for row in rows if len(row) == 2}  # the lines are `sha256  name`, as sha256sum's
+    # the sums are checked by the caller; here only that it names the report's files, report.md among them
+    if len(listed) != len(rows) or 'report.md' not in listed or not set(listed) <= {'report.md', *FIGURES}:
+        return None
+    return listed
+
+
+def _check_earlier(folder, real):
+    """Stop unless the existing folder `real` is empty or holds an earlier report as it was written."""
+    try:
+        names = sorted(set(os.listdir(real)) - set(LITTER))
+    except OSError as e:
+        raise UsageError(f'--report {folder}: cannot read it ({e.strerror or e}); {CHOOSE}') from None
+    if not names:
+        return
+    listed = _manifest(real)
+    if listed is None:
+        raise UsageError(f"--report {folder} already holds files that are not a report of main.py "
+                         f"({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}); {CHOOSE}")
+    others = [n for n in names if n not in listed and n != MANIFEST]
+    if others:
+        raise UsageError(f"--report {folder} holds an earlier report and other files too "
+                         f"({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}); move them out or {CHOOSE}")
+    for name, digest in listed.items():  # a file edited since would be lost with the earlier report
+        path = os.path.join(real, name)
+        if os.path.lexists(path) and (not os.path.isfile(path) or sha256(path) != digest):
+            raise UsageError(f'--report {folder}: its {name} was changed after the report was written; '
+                             f'move it out or {CHOOSE}')
+
+
+def check_destination(folder, others=()):
+    """Stop with one line, before any work, unless the report can go into `folder` without losing a file:
+    `folder` is new, empty, or holds an earlier report as written, and is none of the project's own folders
+    (also through links, `..` or another letter case); `others` are files this run also writes (its
+    --out checkpoint), which must not land in it. Returns `folder`'s real path."""
+    folder = expand(os.fspath(folder))
+    real = os.path.realpath(folder)
+    if inside(PROJECT, real):
+        raise UsageError(f'--report {folder} is the project folder, or holds it; {CHOOSE}')
+    for name in PROJECT_FOLDERS:
+        if inside(real, os.path.join(PROJECT, name)):
+            raise UsageError(f"--report {folder} is in the project's {name}/ folder, which holds the project's "
+                             f"own files; {CHOOSE}")
+    for other in others:
+        if inside(expand(os.fspath(other)), real):
+            raise UsageError(f'--report {folder} would also hold {other}, which this run saves; {CHOOSE}, '
+                             'or another --out')
+    if os.path.lexists(real) and not os.path.isdir(real):
+        raise UsageError(f'--report {folder} is a file; {CHOOSE}')
+    if os.path.isdir(real):
+        _check_earlier(folder, real)
+    # the report is built in a temporary folder beside `folder`, then renamed: the folder above must take one
+    place = nearest_existing(os.path.dirname(real))
+    try:
+        if place is None:
+            raise FileNotFoundError(errno.ENOENT, 'its drive is not there')
+        os.rmdir(tempfile.mkdtemp(prefix='.report.', dir=place))
+    except OSError as e:
+        raise UsageError(f'--report {folder}: cannot write in {place or real} ({e.strerror or e}); '
+                         f'{CHOOSE}') from None
+    return real
+
+
+def write(folder, **fields):
+    """Write the report into `folder` whole or not at all; `fields` are _fill's. Any earlier report there
+    is replaced only once the new one is complete; a full disk or Ctrl-C leaves it (or nothing) as it was."""
+    real = check_destination(folder)  # again: the run may have changed the folder since the first check
+    folder = expand(os.fspath(folder))
+    parent = os.path.dirname(real)
+    made = first_missing_folder(parent)  # folders made for the report, removed again if it is not written
+    had = os.path.isdir(real)
+    work = None
+    try:
+        os.makedirs(parent, exist_ok=True)
+        # beside `folder`, so that the swap is a rename on one file system
+        work = tempfile.mkdtemp(prefix=f'.{os.path.basename(real)}.', suffix='.tmp', dir=parent)
+        new = os.path.join(work, 'new')
+        os.mkdir(new)  # with the usual permissions: it becomes `folder`
+        names = _fill(new, **fields)
+        with open(os.path.join(new, MANIFEST), 'w', encoding='utf-8') as f:
+            f.writelines(f'{sha256(os.path.join(new, n))}  {n}\n' for n in names)
+        if had:  # the earlier report (or the empty folder) steps aside, whole, and comes back on any failure
+            os.rename(real, os.path.join(work, 'old'))
+        os.rename(new, real)
+    except OSError as e:
+        was = 'its earlier report is as it was' if had else 'nothing was written'
+        space = 'free some space or ' if e.errno in FULL else ''
+        raise UsageError(f'cannot write the report in {folder} ({e.strerror or e}); {was}; '
+                         f'{space}choose another --report') from None
+    finally:
+        _clean_up(folder, real, work, made)
+    # stderr: the accuracy line stays the last line of the run's output
+    print(f'Report written to {os.path.join(folder, "report.md")}', file=sys.stderr)
+
+
+def _clean_up(folder, real, work, made):
+    """After `write`, failed or not: the earlier report back in place if it stepped aside and the new one did
+    not take its name, then no temporary folder, nor a folder made only for a report that was not written."""
+    if work is not None:
+        old = os.path.join(work, 'old')
+        if os.path.isdir(old) and not os.path.lexists(real):
+            try:
+                os.rename(old, real)
+            except OSError as e:  # keep it where it is rather than lose it
+                raise UsageError(f'cannot put the earlier report back in {folder} ({e.strerror or e}); '
+                                 f'it is whole in {old}: move it back') from None
+        shutil.rmtree(work, ignore_errors=True)
+    if made is not None and not os.path.lexists(real):
+        place = os.path.dirname(real)
+        while inside(place, made):
+            try:
+                os.rmdir(place)  # only when empty: never anything else's
+            except OSError:
+                break
+            place = os.path.dirname(place)
+
+
+def _fill(folder, *, model_name, checkpoint, checkpoint_sha256, device, data_dir, train_images, test_images,
           settings, step_losses, confusion, train_seconds, test_seconds, accuracy_line, gallery=None):
-    os.makedirs(folder, exist_ok=True)
-    for name in FIGURES:  # a reused folder keeps no figure of an earlier run that this one does not draw
-        if os.path.isfile(os.path.join(folder, name)):
-            os.remove(os.path.join(folder, name))
+    """Draw the figures and write report.md into the new folder `folder`; the names of the files written."""
     per_class = [100 * row[i] / max(sum(row), 1) for i, row in enumerate(confusion)]
     figures = _figures(folder, step_losses, per_class, confusion, gallery)
     fine_tuned = settings['epochs'] > 0
@@ -185,10 +327,10 @@ def write(folder, *, model_name, checkpoint, checkpoint_sha256, device, data_dir
                          f'{CLASSES[b]} and {ba} {CLASSES[b]} image(s) {CLASSES[a]}.')
     for title, name in figures:
         lines += ['', f'## {title}', '', f'![{title}]({name})']
-    with open(os.path.join(folder, 'report.md'), 'w') as f:
+    # UTF-8 whatever the locale (Windows' may be cp949 or cp1252): paths and names may hold any letter
+    with open(os.path.join(folder, 'report.md'), 'w', encoding='utf-8') as f:
         f.write('\n'.join(line for line in lines if line is not None) + '\n')
-    # stderr: the accuracy line stays the last line of the run's output
-    print(f'Report written to {os.path.join(folder, "report.md")}', file=sys.stderr)
+    return [name for _, name in figures] + ['report.md']
 
 
 def plot_training(history, path, title):
