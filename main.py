@@ -16,6 +16,7 @@ from tqdm import tqdm
 from helpers import data, devices, errors, fast_path, flags, guards
 from helpers.checkpoints import load_checkpoint, save_checkpoint, sha256
 from helpers.model_table import own_network
+from helpers.progress import progress
 from resnet50_full import ResNet50_layer4
 from vgg16_full import vgg16
 
@@ -34,7 +35,7 @@ num_epochs = 1  # students should train 1 epoch because they will use cpu
 learning_rate = 0.001
 batch_size = 100
 data_dir = './data'  # CIFAR-10 is downloaded here, or put an image folder here
-device = 'auto'      # 'auto' is cuda:0 if there is a GPU, else cpu; or 'cpu', 'cuda', 'cuda:1'...
+device = 'auto'      # 'auto': a CUDA GPU, else the Apple GPU, else the CPU; or 'cpu', 'cuda', 'cuda:1', 'mps'...
 eval_only = False    # True: only test the checkpoint
 out = None           # the fine-tuned checkpoint; None is outputs/<model>_final.ckpt
 seed = None
@@ -66,7 +67,7 @@ if plain:
     model = model.to(device)
 else:
     train_loader, test_loader = data.tensor_loaders(data_dir, batch_size, device, seed, train=not eval_only,
-                                                    channels_last=not own_network(model))
+                                                    channels_last=fast_path.channels_last(model, device))
     autocast = devices.autocast(device, bf16=bf16 == 'auto')
     adam_options = fast_path.adam_options(device)
     model = fast_path.prepare(model, device, bf16=isinstance(autocast, torch.autocast))
@@ -95,7 +96,7 @@ train_start = time.perf_counter()
 for epoch in range(0 if eval_only else num_epochs):
     model.train()
     train_loss = 0
-    for batch_index, (images, labels) in enumerate(tqdm(train_loader, desc=f'epoch {epoch + 1}', leave=False, disable=None)):
+    for batch_index, (images, labels) in enumerate(progress(train_loader, f'epoch {epoch + 1}')):
         images = images.to(device)
         labels = labels.to(device)
 
@@ -138,7 +139,7 @@ if report:
     from helpers.report import Gallery
     gallery = Gallery()  # keeps the few test images the report shows, as they go by
 with torch.no_grad():
-    for images, labels in tqdm(test_loader, desc='test', leave=False, disable=None):
+    for images, labels in progress(test_loader, 'test', tenths=False):
         images = images.to(device)
         labels = labels.to(device)
         with autocast:

@@ -47,12 +47,12 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm import tqdm
 
-from helpers import data, devices, errors, fast_path, flags, guards
+from helpers import data, devices, errors, fast_path, flags, guards, paths
 from helpers.checkpoints import (CheckpointError, load_either, read_training_state, refuse_non_finite,
                                  save_checkpoint, write_atomic)
 from helpers.model_table import MODELS, TITLES, title_of
+from helpers.progress import progress
 from helpers.weight_scaling import compact, fold_batchnorm, looks_scaled, scale_for_adam, unscale
 from vgg16_full import VGG, cfg, make_layers
 
@@ -110,6 +110,9 @@ def parse(argv=None):
     # which flags were given: parsing into a namespace that already holds a value keeps that value
     marked = p.parse_args(argv, namespace=argparse.Namespace(**{k: NOT_GIVEN for k in vars(args)}))
     args.given = sorted(k for k, v in vars(marked).items() if v is not NOT_GIVEN)
+    for name in ('data', 'out', 'init', 'state', 'resume'):  # '~' the shell left alone (in quotes, say)
+        setattr(args, name, paths.expand(getattr(args, name)))
+    args.teacher = args.teacher and [paths.expand(t) for t in args.teacher]
     if args.resume:
         return args
     if args.model is None or args.out is None:
@@ -166,7 +169,8 @@ def main():
 
     train_loader, val_loader = data.tensor_loaders(args.data, args.batch_size, device, args.seed,
                                                    holdout=args.holdout, test_batch_size=500, rank=rank, world=world,
-                                                   cutout=args.cutout)
+                                                   cutout=args.cutout,
+                                                   channels_last=fast_path.channels_last(model, device))
     log(f'{len(train_loader.labels)} training images{f" (Cutout {args.cutout}x{args.cutout})" if args.cutout else ""}, '
         f'{len(val_loader.labels)} validation images '
         + ('(held out of the training split)' if args.holdout else '(the test split)'))
@@ -327,8 +331,8 @@ def train_one_epoch(args, net, loader, optimizer, scheduler, criterion, autocast
     `scheduler` None holds the learning rate (SWA)."""
     net.train()
     total_loss = torch.zeros((), device=device)
-    for images, labels, *soft in tqdm(loader, desc=desc, leave=False,
-                                      disable=None if bar else True):  # None: no bar when the output is a log file
+    # a bar in a terminal or notebook; none in a log file, which has a line per epoch
+    for images, labels, *soft in (progress(loader, desc, tenths=False) if bar else loader):
         def compute_loss():
             with autocast:
                 outputs = net(images)

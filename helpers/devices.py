@@ -1,22 +1,38 @@
 """Which device to run on, and in which precision.
 
-bf16 autocast only where the hardware computes bf16 natively: GPUs that
-support it, and CPUs with AVX512-BF16 or AMX, for main.py's fine-tune and
-test pass and for train.py alike (their `--bf16 off` keeps float32). On CPUs
-that only emulate bf16 it is many times slower than float32, so there it is
-never used (docs/speed.md).
+`auto` takes a CUDA GPU, else the Apple GPU (MPS), else the CPU.
+
+bf16 autocast only where the hardware computes bf16 natively: NVIDIA GPUs
+from compute capability 8.0 (Ampere) on, and CPUs with AVX512-BF16 or AMX,
+for main.py's fine-tune and test pass and for train.py alike (their `--bf16
+off` keeps float32). Elsewhere float32: CPUs that only emulate bf16 run it
+many times slower (docs/speed.md); below 8.0 (Colab's and Kaggle's T4, P100,
+V100) `torch.cuda.is_bf16_supported()` is true by emulation, and cuDNN has no
+bf16 convolutions there. float16 is never used: the shipped checkpoints'
+weights are scaled far past its range (docs/weight-scaling.md).
+
+The Apple GPU runs float32, NCHW (docs/platforms.md). MPS has computed wrong
+gradients for some layers in some PyTorch releases, so before it is used one
+training step of a small network with convolutions and BatchNorm is checked
+against the same step on the CPU; where they disagree, one note line and the
+CPU.
 """
 import contextlib
+import copy
+import sys
 
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
 from helpers.errors import UsageError
 
-DEVICE_HELP = 'auto (cuda:0 if there is a GPU, else cpu), cpu, cuda or cuda:N'
+DEVICE_HELP = 'auto (a CUDA GPU, else the Apple GPU, else the CPU), cpu, cuda, cuda:N or mps'
+NATIVE_BF16_CAPABILITY = (8, 0)  # Ampere: the first NVIDIA GPUs whose tensor cores compute bf16
 
 
 def parse_device(choice):
-    """'auto', or a torch.device of type cpu or cuda, for what a person wrote; or a UsageError.
+    """'auto', or a torch.device of type cpu, cuda or mps, for what a person wrote; or a UsageError.
     Whether this machine has that device is `pick_device`'s question."""
     text = str(choice).strip().lower()
     if text == 'auto':
@@ -25,18 +41,32 @@ def parse_device(choice):
         device = torch.device(text)
     except (RuntimeError, ValueError):
         raise UsageError(f"device '{choice}' is not a device PyTorch knows; use {DEVICE_HELP}") from None
-    if device.type not in ('cpu', 'cuda'):
-        raise UsageError(f"device '{choice}': this project runs on the CPU or CUDA GPUs; use {DEVICE_HELP}")
+    if device.type not in ('cpu', 'cuda', 'mps'):
+        raise UsageError(f"device '{choice}': this project runs on the CPU, CUDA GPUs or the Apple GPU; "
+                         f"use {DEVICE_HELP}")
     return device
 
 
+def mps_available():
+    mps = getattr(torch.backends, 'mps', None)
+    return bool(mps is not None and mps.is_available())
+
+
 def pick_device(choice='auto'):
-    """A torch.device for 'auto', 'cpu', 'cuda' or 'cuda:N', or a UsageError that says what to use."""
+    """A torch.device for 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', or a UsageError that says what to use."""
     device = parse_device(choice)
     if device == 'auto':
-        device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+        device = torch.device('cuda' if torch.cuda.is_available() else 'mps' if mps_available() else 'cpu')
     if device.type == 'cpu':
         return torch.device('cpu')
+    if device.type == 'mps':
+        if not mps_available():
+            raise UsageError(f"--device {choice}, but PyTorch sees no Apple GPU (MPS) here; use --device cpu (or auto)")
+        if not step_agrees(torch.device('mps')):
+            print('note: one training step on the Apple GPU (MPS) disagrees with the same step on the CPU in this '
+                  'PyTorch; running on the CPU (a newer PyTorch may fix it)', file=sys.stderr, flush=True)
+            return torch.device('cpu')
+        return torch.device('mps')
     if not torch.cuda.is_available():
         raise UsageError(f"--device {choice}, but PyTorch sees no CUDA GPU here; use --device cpu (or auto)")
     count = torch.cuda.device_count()
@@ -46,16 +76,45 @@ def pick_device(choice='auto'):
     return torch.device('cuda', device.index or 0)
 
 
+def _gradients(net, x, y, device):
+    """The gradients of one training step of `net` on `device`, brought back to the CPU."""
+    net = copy.deepcopy(net).to(device)
+    F.cross_entropy(net(x.to(device)), y.to(device)).backward()
+    return [p.grad.detach().cpu() for p in net.parameters()]
+
+
+def step_agrees(device, tolerance=1e-3):
+    """True when one training step on `device` gives the CPU's gradients: a small network with 3x3, 1x1
+    and strided convolutions and BatchNorm, on a sliced (non-contiguous) batch, as main.py runs it."""
+    with torch.random.fork_rng(devices=[]):  # the run's own random numbers stay as they were
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                            nn.Conv2d(8, 16, 1, stride=2), nn.BatchNorm2d(16), nn.ReLU(),
+                            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+        x = torch.randn(16, 3, 12, 12)[::2]
+        y = torch.randint(0, 10, (8,))
+    try:
+        here, there = _gradients(net, x, y, torch.device('cpu')), _gradients(net, x, y, device)
+    except RuntimeError:  # an operation the device does not have in this PyTorch
+        return False
+    return all(torch.allclose(a, b, rtol=tolerance, atol=tolerance) for a, b in zip(here, there))
+
+
 def cpu_has_native_bf16():
     """AVX512-BF16 or AMX. (oneDNN's own bf16 check is also true where bf16 is only emulated.)"""
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def gpu_has_native_bf16(device):
+    """Compute capability 8.0 or more. (torch.cuda.is_bf16_supported() is also true where it is emulated.)"""
+    return torch.cuda.get_device_capability(device) >= NATIVE_BF16_CAPABILITY
 
 
 def autocast(device, bf16=True):
     """bf16 autocast where the hardware runs it natively, else (or with `bf16` False) a no-op context."""
     if not bf16:
         return contextlib.nullcontext()
-    if device.type == 'cuda' and torch.cuda.is_bf16_supported():
+    if device.type == 'cuda' and gpu_has_native_bf16(device):
         return torch.autocast('cuda', dtype=torch.bfloat16)
     if device.type == 'cpu' and cpu_has_native_bf16():
         return torch.autocast('cpu', dtype=torch.bfloat16)
@@ -63,10 +122,17 @@ def autocast(device, bf16=True):
 
 
 def precision(autocast, device):
-    """How `autocast` computes on `device`, in words for the log."""
+    """How `autocast` computes on `device`, and why, in words for the log."""
     if isinstance(autocast, torch.autocast):
-        return 'bf16 autocast (' + ('the GPU has bf16' if device.type == 'cuda' else
-                                    'the CPU has AVX512-BF16 or AMX') + ')'
+        if device.type == 'cuda':
+            major, minor = torch.cuda.get_device_capability(device)
+            return f'bf16 autocast (the GPU has native bf16: compute capability {major}.{minor})'
+        return 'bf16 autocast (the CPU has AVX512-BF16 or AMX)'
     if device.type == 'cpu' and not cpu_has_native_bf16():
         return 'float32 (the CPU has no native bf16)'
+    if device.type == 'cuda' and not gpu_has_native_bf16(device):
+        major, minor = torch.cuda.get_device_capability(device)
+        return f'float32 (the GPU has no native bf16: compute capability {major}.{minor}, below 8.0)'
+    if device.type == 'mps':
+        return 'float32 (the Apple GPU)'
     return 'float32'

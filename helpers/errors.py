@@ -62,7 +62,7 @@ def _hook(kind, value, tb):
     os._exit(code)
 
 
-def _in_notebook():
+def ipython_shell():
     """The IPython shell running this code (a notebook cell, %run, an IPython console), or None."""
     ipython = sys.modules.get('IPython')
     return ipython.get_ipython() if ipython and hasattr(ipython, 'get_ipython') else None
@@ -78,7 +78,7 @@ def install():
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, 'reconfigure'):  # a replaced stream (a test's, an IDE's) may lack it
             stream.reconfigure(errors='backslashreplace')
-    shell = _in_notebook()
+    shell = ipython_shell()
     if shell is not None:  # IPython never calls sys.excepthook
         shell.set_custom_exc((CheckpointError, DataError, UsageError, KeyboardInterrupt), _notebook_handler)
     sys.excepthook = _hook
