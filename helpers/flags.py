@@ -1,10 +1,11 @@
 """The command lines of main.py, train.py and the tools: flag types, a parser
 whose mistakes are one line, and the flags that override main.py's editable
-globals."""
+globals, which get the same checks as the flags."""
 import argparse
 import os
+import sys
 
-from helpers import devices, guards
+from helpers import devices, guards, paths
 from helpers.errors import UsageError
 from helpers.model_table import MODELS, PRETRAINED, name_of
 
@@ -119,16 +120,76 @@ def parser(defaults):
     return p
 
 
+# main.py's settings, by the flag that overrides each
+SETTINGS = {'data': 'data_dir', 'epochs': 'num_epochs', 'lr': 'learning_rate', 'batch_size': 'batch_size',
+            'device': 'device', 'eval_only': 'eval_only', 'out': 'out', 'seed': 'seed', 'plain': 'plain',
+            'bf16': 'bf16', 'report': 'report'}
+PATH_SETTINGS = ('data', 'out', 'report')
+NOT_GIVEN = object()
+
+
+def _check_settings(p, args, given):
+    """A UsageError for a setting edited at the top of main.py that its flag would refuse: argparse checks
+    a default only when it is text (batch_size = 0, num_epochs = 0, bf16 = True, report = True...)."""
+    for action in p._actions:
+        if action.dest not in SETTINGS or action.dest in given:
+            continue
+        value, name = getattr(args, action.dest), SETTINGS[action.dest]
+        where = f'{name} = {value!r} at the top of main.py'
+        if action.dest in PATH_SETTINGS:
+            if value is not None and not isinstance(value, (str, os.PathLike)) or value == '':
+                raise UsageError(f"{where}: give a path in quotes, e.g. {name} = 'outputs/run1'"
+                                 + (", or None" if action.dest != 'data' else ''))
+        elif action.const is True:  # store_true: eval_only, plain
+            if not isinstance(value, bool):
+                raise UsageError(f'{where}: use True or False')
+        elif action.choices is not None:
+            if value not in action.choices:
+                raise UsageError(f"{where}: use {' or '.join(repr(c) for c in action.choices)}")
+        elif value is not None and action.type is not None:
+            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+                raise UsageError(f'{where}: use a number')
+            try:
+                setattr(args, action.dest, action.type(str(value)))
+            except argparse.ArgumentTypeError as e:
+                raise UsageError(f'{where}: {e}') from None
+
+
+def _command_line(g, argv):
+    """The arguments to read: the command line's, or none where main.py's code runs in a notebook cell
+    (pasted, or exec'd: no __file__), whose sys.argv is the kernel's own (-f kernel.json)."""
+    if argv is not None:
+        return argv
+    return sys.argv[1:] if '__file__' in g else []
+
+
 def apply_overrides(g, argv=None):
     """Set main.py's globals `g` from the command line; --model swaps model and PATH.
 
     Returns the model's name: 'resnet50', 'vgg16', or a student's own network's class name."""
-    args = parser(g).parse_args(argv)
+    if int(os.environ.get('WORLD_SIZE', '1')) > 1:
+        raise UsageError('main.py runs as one process (under torchrun every process would fine-tune and save to '
+                         'one --out): run python main.py; torchrun is for train.py')
+    argv = _command_line(g, argv)
+    p = parser(g)
+    args = p.parse_args(argv)
+    # which flags were given: parsing into a namespace that already holds a value keeps that value
+    marked = p.parse_args(argv, namespace=argparse.Namespace(**{k: NOT_GIVEN for k in vars(args)}))
+    given = {k for k, v in vars(marked).items() if v is not NOT_GIVEN}
+    _check_settings(p, args, given)
+    if args.eval_only:
+        unused = [f'--{k.replace("_", "-")}' for k in ('epochs', 'lr', 'out') if k in given]
+        if unused:
+            raise UsageError(f"{' and '.join(unused)} {'does' if len(unused) == 1 else 'do'} nothing with "
+                             "--eval-only, which only tests the checkpoint: leave out one or the other")
+    args.data, args.out, args.report, args.checkpoint = map(paths.expand, (args.data, args.out, args.report,
+                                                                        args.checkpoint))
     if args.model is not None and args.model != name_of(g['model']):
         g['model'] = MODELS[args.model]()
         g['PATH'] = PRETRAINED[args.model]
     if args.checkpoint is not None:
         g['PATH'] = args.checkpoint
+    g['PATH'] = paths.expand(g['PATH'])
     if args.batch_size == 1 and not args.eval_only and name_of(g['model']) == 'vgg16':
         raise UsageError("--batch-size 1 cannot train VGG16: its BatchNorm1d needs 2 or more images a batch")
     g.update(data_dir=args.data, num_epochs=args.epochs, learning_rate=args.lr, batch_size=args.batch_size,
@@ -140,5 +201,7 @@ def apply_overrides(g, argv=None):
         guards.check_output(g['out'], '--out')
     if args.report:
         guards.check_output(args.report, '--report', folder=True)
+        from helpers import report  # only its checks here; matplotlib is imported when it draws
+        report.check_destination(args.report, others=[] if args.eval_only else [g['out']])
     return name
 

@@ -5,24 +5,30 @@ import math
 import os
 import tempfile
 
-from helpers.errors import UsageError
+from helpers import paths
+from helpers.errors import UsageError, reason
 
 
 def check_output(path, flag, folder=False):
     """Stop with one line, before any work, when `path` (a checkpoint file, or with `folder` a folder)
     cannot be written: otherwise the mistake shows only after the epochs whose result it was to keep."""
-    from helpers.checkpoints import refuse_shipped
+    from helpers.checkpoints import is_checkpoint_file, refuse_shipped
     path = os.fspath(path)
     if not folder:
         if os.path.isdir(path) or path.endswith(('/', os.sep)):
             raise UsageError(f"{flag} {path} names a folder; give a file name in it, "
                              f"e.g. {flag} {os.path.join(path, 'model.ckpt')}")
         refuse_shipped(path)
+        if os.path.isfile(path) and not is_checkpoint_file(path):  # a tab-completed model.py, say
+            raise UsageError(f"{flag} {path} is a file that is not a checkpoint, and {flag} replaces only a "
+                             f"checkpoint; choose another name, e.g. {flag} outputs/model.ckpt")
     elif os.path.exists(path) and not os.path.isdir(path):
         raise UsageError(f"{flag} {path} is a file; give a folder (it is made when missing)")
-    place = os.path.abspath(path if folder else os.path.dirname(os.path.abspath(path)))
-    while not os.path.exists(place):  # the folders still to be made go where the nearest existing one is
-        place = os.path.dirname(place)
+    # the folders still to be made go where the nearest existing one is
+    place = paths.nearest_existing(path if folder else os.path.dirname(os.path.abspath(path)))
+    if place is None:  # not even its root: a drive letter with nothing mounted, an unplugged disk
+        raise UsageError(f"{flag} {path}: {os.path.splitdrive(os.path.abspath(path))[0] or '/'} is not there "
+                         f"(no drive or disk mounted there?); choose another {flag}")
     if not os.path.isdir(place):
         raise UsageError(f"{flag} {path}: {place} is a file, not a folder; choose another {flag}")
     try:
@@ -56,7 +62,7 @@ def check_outputs(model, name):
             shape = tuple(model.eval()(torch.zeros(2, 3, 32, 32)).shape)
     except Exception as e:  # noqa: BLE001 - whatever a student's forward raises, said in one line
         raise UsageError(f'{name} fails on a batch of two 32x32 RGB images ({type(e).__name__}: '
-                         f'{str(e).splitlines()[0][:200]}); fix its forward') from None
+                         f'{reason(e)}); fix its forward') from None
     finally:
         model.train(was_training)
     if shape != (2, 10):

@@ -187,9 +187,9 @@ def test_a_diverging_fine_tune_stops_and_saves_nothing(image_folder, checkpoints
 
 
 @pytest.mark.parametrize('device, code, message', [
-    ('gpu', 2, "device 'gpu' is not a device PyTorch knows; use auto .*, cpu, cuda or cuda:N"),
+    ('gpu', 2, "device 'gpu' is not a device PyTorch knows; use auto .*, cpu, cuda, cuda:N or mps"),
     ('cuda:x', 2, "is not a device PyTorch knows"),
-    ('meta', 2, "runs on the CPU or CUDA GPUs"),
+    ('meta', 2, "runs on the CPU, CUDA GPUs or the Apple GPU"),
 ])
 def test_device_names_pytorch_does_not_know_are_refused(device, code, message):
     one_line_error(main('--device', device), message, code)
@@ -199,9 +199,9 @@ def test_device_values_edited_into_main_are_checked_too():
     from helpers.devices import pick_device
     from helpers.flags import UsageError
     assert pick_device('CPU') == torch.device('cpu')
-    with pytest.raises(UsageError, match="device 'gpu' is not a device PyTorch knows; use auto .*, cpu, cuda or cuda:N"):
+    with pytest.raises(UsageError, match="device 'gpu' is not a device PyTorch knows; use auto .*, cpu, cuda, cuda:N or mps"):
         pick_device('gpu')
-    with pytest.raises(UsageError, match="runs on the CPU or CUDA GPUs"):
+    with pytest.raises(UsageError, match="runs on the CPU, CUDA GPUs or the Apple GPU"):
         pick_device('meta')
     count = torch.cuda.device_count()
     with pytest.raises(UsageError, match='no CUDA GPU here' if count == 0 else f'has {count} CUDA GPU'):
@@ -301,3 +301,79 @@ def test_a_students_network_that_views_its_input_runs_and_one_with_other_than_te
 ])
 def test_numbers_too_large_for_torch_are_one_line(args, message):
     one_line_error(main(*args), re.escape(message), 2)
+
+
+# ---- the file's settings, paths and flags a student gets wrong (issue 41) ----
+
+def edited_main(tmp_path, **settings):
+    """main.py with settings at its top edited, as a student edits them."""
+    text = open(os.path.join(ROOT, 'main.py'), encoding='utf-8').read()
+    for name, value in settings.items():
+        line = re.search(rf'^{name} = .*$', text, re.M)
+        assert line, name
+        text = text.replace(line.group(0), f'{name} = {value}', 1)
+    (tmp_path / 'main.py').write_text(text, encoding='utf-8')
+    return str(tmp_path / 'main.py')
+
+
+@pytest.mark.parametrize('setting, value, says', [
+    ('batch_size', '0', r"batch_size = 0 at the top of main.py: must be at least 1, not 0"),
+    ('batch_size', '64.0', r"batch_size = 64.0 at the top of main.py: '64.0' is not a whole number"),
+    ('num_epochs', '0', r"num_epochs = 0 at the top of main.py: must be at least 1, not 0"),
+    ('learning_rate', '0', r"learning_rate = 0 at the top of main.py: must be a positive number, not 0"),
+    ('bf16', 'True', r"bf16 = True at the top of main.py: use 'auto' or 'off'"),
+    ('report', 'True', r"report = True at the top of main.py: give a path in quotes, e\.g\. report = 'outputs/run1'"),
+    ('out', 'True', r"out = True at the top of main.py: give a path in quotes"),
+    ('eval_only', "'yes'", r"eval_only = 'yes' at the top of main.py: use True or False"),
+])
+def test_settings_edited_at_the_top_get_the_checks_their_flags_get(tmp_path, setting, value, says):
+    one_line_error(main(script=edited_main(tmp_path, **{setting: value})), says)
+
+
+def test_a_flag_still_overrides_a_setting_the_file_got_wrong(tmp_path, image_folder, checkpoints):
+    r = main('--batch-size', 10, '--eval-only', '--data', image_folder, '--checkpoint', checkpoints['resnet50'],
+             script=edited_main(tmp_path, batch_size='0'))
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.slow
+def test_a_tilde_is_the_home_folder_in_flags_and_settings(tmp_path, image_folder, checkpoints, monkeypatch):
+    # the shell leaves '~' alone inside quotes, and main.py's settings are never seen by a shell
+    home = tmp_path / 'home'
+    (home / 'ckpts').mkdir(parents=True)
+    os.symlink(image_folder, home / 'cifar')
+    torch.save(torch.load(checkpoints['resnet50']), home / 'ckpts' / 'r.ckpt')
+    monkeypatch.setenv('HOME', str(home))
+    r = main('--data', '~/cifar', '--checkpoint', '~/ckpts/r.ckpt', '--out', '~/results/m.ckpt', '--batch-size', 10,
+             cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (home / 'results' / 'm.ckpt').is_file() and not (tmp_path / '~').exists()
+    assert f'Saved the fine-tuned model to {home}/results/m.ckpt' in r.stdout
+
+
+@pytest.mark.parametrize('flags, says', [
+    (['--epochs', 5], r'--epochs does nothing with --eval-only, which only tests the checkpoint'),
+    (['--lr', 0.01, '--out', 'x.ckpt'], r'--lr and --out do nothing with --eval-only'),
+])
+def test_flags_that_eval_only_would_ignore_are_refused(flags, says):
+    one_line_error(main('--eval-only', *flags), says)
+
+
+def test_main_under_torchrun_is_refused(monkeypatch):
+    monkeypatch.setenv('WORLD_SIZE', '2')
+    one_line_error(main('--eval-only'), r'main.py runs as one process .*torchrun is for train.py')
+
+
+def test_out_never_replaces_a_file_that_is_not_a_checkpoint(tmp_path, checkpoints):
+    source = tmp_path / 'model.py'
+    source.write_text('# my network\n')
+    one_line_error(main('--out', source, '--checkpoint', checkpoints['resnet50']),
+                   r"--out \S*model.py is a file that is not a checkpoint, and --out replaces only a checkpoint")
+    assert source.read_text() == '# my network\n'
+
+
+@pytest.mark.parametrize('where', ['docs', 'checkpoints', '.'])
+def test_a_report_into_the_projects_own_folders_is_refused_before_any_work(where, checkpoints):
+    r = main('--eval-only', '--report', os.path.join(ROOT, where), '--checkpoint', checkpoints['resnet50'])
+    assert r.returncode == 1 and r.stdout == '', r.stdout + r.stderr
+    one_line_error(r, r'--report|report')
