@@ -2,11 +2,10 @@
 
 tqdm's bar in a terminal, and its notebook bar in Jupyter and Colab (whose
 output is no terminal, so a plain tqdm would hide itself there); where output
-is not a terminal otherwise (an IDE's console, a log file), a line on stderr every
+is not a terminal otherwise (an IDE's console, a log file), a line every
 tenth of a training epoch, so a CPU epoch of minutes is never silent.
 """
 import sys
-import time
 
 from tqdm import tqdm
 from tqdm.auto import tqdm as notebook_tqdm
@@ -29,10 +28,10 @@ def progress(iterable, desc, tenths=True):
 
 
 def _in_tenths(iterable, desc):
-    total, start, shown = len(iterable), time.perf_counter(), 0
+    total, shown = len(iterable), 0
     for step, item in enumerate(iterable, 1):
         yield item
         if step * 10 >= (shown + 1) * total and step < total:
             shown = step * 10 // total
-            print(f'{desc}: {step}/{total} steps ({100 * step // total} %), {time.perf_counter() - start:.0f} s',
-                  file=sys.stderr, flush=True)  # beside the bar's place, out of the printed results
+            # with the loss lines, in the same order; no times, so that a seed's output is the same every run
+            print(f'{desc}: {step}/{total} steps ({100 * step // total} %)', flush=True)

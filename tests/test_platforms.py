@@ -247,7 +247,7 @@ def test_progress_shows_a_line_every_tenth_where_output_is_no_terminal(tiny, che
     r = main('--data', tiny, '--checkpoint', checkpoints['resnet50'], '--batch-size', 3, '--out',
              tmp_path / 'm.ckpt', '--seed', 0)
     assert r.returncode == 0, r.stderr
-    tenths = re.findall(r'^epoch 1: (\d+)/10 steps \((\d+) %\), \d+ s$', r.stderr, re.M)
+    tenths = re.findall(r'^epoch 1: (\d+)/10 steps \((\d+) %\)$', r.stdout, re.M)
     assert [int(step) for step, _ in tenths] == list(range(1, 10))
 
 
@@ -278,7 +278,8 @@ def test_git_keeps_checkpoints_binary_and_sha256sums_in_lf():
 def test_requirements_admit_no_torch_older_than_the_apis_the_code_calls():
     text = open(os.path.join(ROOT, 'requirements.txt'), encoding='utf-8').read()
     least = re.search(r'^torch>=(\d+)\.(\d+)', text, re.M)
-    assert least and (int(least.group(1)), int(least.group(2))) >= (2, 4), text  # get_autocast_dtype: 2.4
+    # torch.cpu._is_avx512_bf16_supported and _is_amx_tile_supported came in 2.5 (measured: 2.4.1 lacks them)
+    assert least and (int(least.group(1)), int(least.group(2))) >= (2, 5), text
 
 
 def test_an_output_on_a_drive_with_nothing_mounted_is_one_line_not_a_hang(monkeypatch):
