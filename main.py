@@ -48,8 +48,9 @@ device = devices.pick_device(device)
 if seed is not None:
     torch.manual_seed(seed)
 # before the data, so that a wrong path fails at once; a network of your own may start from scratch
-if own_network(model) and not os.path.exists(PATH):
-    print(f'note: no checkpoint at {PATH}, so {model_name} starts from random weights')
+if PATH is None or own_network(model) and not os.path.exists(PATH):
+    print(f'note: {"PATH is None" if PATH is None else f"no checkpoint at {PATH}"}, so {model_name} starts from '
+          'random weights')
     PATH = None
 else:
     load_checkpoint(model, PATH)

@@ -278,6 +278,7 @@ def _read_batches(root, train, download=True):
     folder = os.path.join(root, TORCHVISION_FOLDER)
     if not os.path.isdir(folder):
         _refuse_one_folder_down(root)
+        _refuse_one_split(root)
         if not download:
             raise DataError(f"no CIFAR-10 in {root}; " + _cifar_100_there(root) + WHAT_TO_PUT.format(d=root))
         _download(root, train)
@@ -337,6 +338,16 @@ def _refuse_one_folder_down(root):
     inside = os.path.join(root, entries[0]) if len(entries) == 1 else None
     if inside and layout(inside):
         raise DataError(f"{root} holds CIFAR-10 one folder down, in {inside}: pass --data {inside}")
+
+
+def _refuse_one_split(root):
+    """A DataError when `root` is one split of an image folder (it holds class folders): --data one level
+    too deep, which would otherwise download CIFAR-10 into the student's image folder."""
+    found = sorted(c for c in CLASSES if os.path.isdir(os.path.join(root, c)))
+    if found:
+        parent = os.path.dirname(os.path.abspath(root))
+        raise DataError(f"{root} holds class folders ({', '.join(found[:3])}{', ...' if len(found) > 3 else ''}): it is "
+                        f"one split of an image folder; pass --data {parent}, which should hold train/ and test/")
 
 
 def _cifar_100_there(root):

@@ -68,9 +68,17 @@ def ipython_shell():
     return ipython.get_ipython() if ipython and hasattr(ipython, 'get_ipython') else None
 
 
-def _notebook_handler(shell, kind, value, tb, tb_offset=None):
-    code, line = one_line(value)
-    print(line.strip(), file=sys.stderr, flush=True)  # the kernel goes on: no exit
+def _in_one_line(show_traceback):
+    """IPython's showtraceback, saying the package's own mistakes (and Ctrl-C) in their one line instead.
+    It is what both a cell and %run call for an exception (neither calls sys.excepthook)."""
+    def showtraceback(exc_tuple=None, *args, **kwargs):
+        value = (exc_tuple or sys.exc_info())[1]
+        known = one_line(value) if value is not None else None
+        if known is None:
+            return show_traceback(exc_tuple, *args, **kwargs)
+        print(known[1].strip(), file=sys.stderr, flush=True)  # and the kernel goes on: no exit
+    showtraceback.one_line = True
+    return showtraceback
 
 
 def install():
@@ -79,6 +87,6 @@ def install():
         if hasattr(stream, 'reconfigure'):  # a replaced stream (a test's, an IDE's) may lack it
             stream.reconfigure(errors='backslashreplace')
     shell = ipython_shell()
-    if shell is not None:  # IPython never calls sys.excepthook
-        shell.set_custom_exc((CheckpointError, DataError, UsageError, KeyboardInterrupt), _notebook_handler)
+    if shell is not None and not getattr(shell.showtraceback, 'one_line', False):
+        shell.showtraceback = _in_one_line(shell.showtraceback)
     sys.excepthook = _hook

@@ -137,7 +137,8 @@ def _check_settings(p, args, given):
         value, name = getattr(args, action.dest), SETTINGS[action.dest]
         where = f'{name} = {value!r} at the top of main.py'
         if action.dest in PATH_SETTINGS:
-            if value is not None and not isinstance(value, (str, os.PathLike)) or value == '':
+            if (value is None and action.dest == 'data') or (value is not None and not isinstance(
+                    value, (str, os.PathLike))) or value == '':
                 raise UsageError(f"{where}: give a path in quotes, e.g. {name} = 'outputs/run1'"
                                  + (", or None" if action.dest != 'data' else ''))
         elif action.const is True:  # store_true: eval_only, plain
@@ -146,6 +147,10 @@ def _check_settings(p, args, given):
         elif action.choices is not None:
             if value not in action.choices:
                 raise UsageError(f"{where}: use {' or '.join(repr(c) for c in action.choices)}")
+        elif action.dest == 'device' and not isinstance(value, str):  # the course's torch.device(...) line
+            if type(value).__name__ != 'device':
+                raise UsageError(f"{where}: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+            args.device = str(value)
         elif value is not None and action.type is not None:
             if isinstance(value, bool) or not isinstance(value, (int, float, str)):
                 raise UsageError(f'{where}: use a number')
@@ -156,11 +161,15 @@ def _check_settings(p, args, given):
 
 
 def _command_line(g, argv):
-    """The arguments to read: the command line's, or none where main.py's code runs in a notebook cell
-    (pasted, or exec'd: no __file__), whose sys.argv is the kernel's own (-f kernel.json)."""
+    """The arguments to read: the command line's, or none where main.py's code runs in a notebook kernel
+    (pasted in a cell or exec'd, which has no __file__; or run in an IDE's interactive window), whose
+    sys.argv is the kernel's own (-f kernel.json). `%run main.py --model vgg16` sets sys.argv as a shell does."""
     if argv is not None:
         return argv
-    return sys.argv[1:] if '__file__' in g else []
+    launcher = os.path.basename(sys.argv[0]) if sys.argv else ''
+    if '__file__' not in g or 'kernel' in launcher:  # ipykernel_launcher.py, colab_kernel_launcher.py
+        return []
+    return sys.argv[1:]
 
 
 def apply_overrides(g, argv=None):
@@ -177,6 +186,13 @@ def apply_overrides(g, argv=None):
     marked = p.parse_args(argv, namespace=argparse.Namespace(**{k: NOT_GIVEN for k in vars(args)}))
     given = {k for k, v in vars(marked).items() if v is not NOT_GIVEN}
     _check_settings(p, args, given)
+    for flag in ('out', 'report'):
+        if getattr(args, flag) == '':
+            raise UsageError(f"--{flag} '' is empty: give a {'file' if flag == 'out' else 'folder'} name, or leave "
+                             f"--{flag} out")
+    if args.checkpoint is None and g['PATH'] is not None and not isinstance(g['PATH'], (str, os.PathLike)):
+        raise UsageError(f"PATH = {g['PATH']!r} at the top of main.py: give the checkpoint's path in quotes, "
+                         "e.g. PATH = './checkpoints/resnet50_cifar10.ckpt', or None for random weights")
     if args.eval_only:
         unused = [f'--{k.replace("_", "-")}' for k in ('epochs', 'lr', 'out') if k in given]
         if unused:
@@ -189,7 +205,7 @@ def apply_overrides(g, argv=None):
         g['PATH'] = PRETRAINED[args.model]
     if args.checkpoint is not None:
         g['PATH'] = args.checkpoint
-    g['PATH'] = paths.expand(g['PATH'])
+    g['PATH'] = paths.expand(g['PATH'])  # None stays None: random weights
     if args.batch_size == 1 and not args.eval_only and name_of(g['model']) == 'vgg16':
         raise UsageError("--batch-size 1 cannot train VGG16: its BatchNorm1d needs 2 or more images a batch")
     g.update(data_dir=args.data, num_epochs=args.epochs, learning_rate=args.lr, batch_size=args.batch_size,

@@ -190,8 +190,9 @@ def _check_earlier(folder, real):
         return
     listed = _manifest(real)
     if listed is None:
-        raise UsageError(f"--report {folder} already holds files that are not a report of main.py "
-                         f"({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}); {CHOOSE}")
+        raise UsageError(f"--report {folder} already holds files that are not a report of this main.py "
+                         f"({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}; a report of an older version "
+                         f"has no {MANIFEST} and is not replaced either); {CHOOSE}")
     others = [n for n in names if n not in listed and n != MANIFEST]
     if others:
         raise UsageError(f"--report {folder} holds an earlier report and other files too "

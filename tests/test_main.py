@@ -330,6 +330,34 @@ def test_settings_edited_at_the_top_get_the_checks_their_flags_get(tmp_path, set
     one_line_error(main(script=edited_main(tmp_path, **{setting: value})), says)
 
 
+@pytest.mark.parametrize('setting, value, says', [
+    ('data_dir', 'None', r"data_dir = None at the top of main.py: give a path in quotes"),
+    ('PATH', '1', r"PATH = 1 at the top of main.py: give the checkpoint's path in quotes, .* or None for random"),
+])
+def test_paths_set_to_something_else_than_a_path_are_one_line(tmp_path, setting, value, says):
+    one_line_error(main('--eval-only', script=edited_main(tmp_path, **{setting: value})), says)
+
+
+def test_the_courses_own_device_line_and_path_none_work(tmp_path, image_folder):
+    script = edited_main(tmp_path, device="torch.device('cuda' if torch.cuda.is_available() else 'cpu')",
+                         PATH='None')
+    r = main('--eval-only', '--data', image_folder, script=script)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith('note: PATH is None, so resnet50 starts from random weights')
+
+
+@pytest.mark.parametrize('flag', ['--out', '--report'])
+def test_an_empty_output_name_is_one_line(flag):
+    one_line_error(main(flag, ''), rf"{flag} '' is empty")
+
+
+def test_one_split_of_an_image_folder_as_data_names_its_parent(image_folder, checkpoints):
+    one_line_error(main('--eval-only', '--data', os.path.join(image_folder, 'test'), '--checkpoint',
+                        checkpoints['resnet50']),
+                   rf"holds class folders \(airplane, automobile, bird, ...\): it is one split of an image folder; "
+                   rf"pass --data {re.escape(os.path.abspath(image_folder))}, which")
+
+
 def test_a_flag_still_overrides_a_setting_the_file_got_wrong(tmp_path, image_folder, checkpoints):
     r = main('--batch-size', 10, '--eval-only', '--data', image_folder, '--checkpoint', checkpoints['resnet50'],
              script=edited_main(tmp_path, batch_size='0'))

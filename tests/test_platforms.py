@@ -226,20 +226,47 @@ def test_main_runs_in_a_notebook_cell_with_the_kernels_arguments(monkeypatch, ti
 
 
 def test_mistakes_in_a_notebook_are_one_line_and_the_kernel_lives_on(monkeypatch, capsys):
-    shell = types.SimpleNamespace(kernel=object(), handlers=None)
-    shell.set_custom_exc = lambda kinds, handler: setattr(shell, 'handlers', (kinds, handler))
+    # IPython shows a cell's (and %run's) exceptions with shell.showtraceback, never sys.excepthook
+    shown = []
+    shell = types.SimpleNamespace(kernel=object(), showtraceback=lambda exc_tuple=None, **kw: shown.append(exc_tuple))
     monkeypatch.setitem(sys.modules, 'IPython', types.SimpleNamespace(get_ipython=lambda: shell))
     hook = sys.excepthook
     try:
         errors.install()
+        errors.install()  # main.py run twice in one kernel: wrapped once
     finally:
         sys.excepthook = hook
-    kinds, handler = shell.handlers
-    assert errors.UsageError in kinds and KeyboardInterrupt in kinds
-    handler(shell, errors.UsageError, errors.UsageError('--lr must be positive'), None)  # no exit: we are here
-    assert capsys.readouterr().err == 'error: --lr must be positive\n'
+    mistake = errors.UsageError('--lr must be positive')
+    shell.showtraceback((type(mistake), mistake, None))  # no exit: we are still here
+    assert capsys.readouterr().err == 'error: --lr must be positive\n' and shown == []
+    other = ValueError('a bug')
+    shell.showtraceback((ValueError, other, None))  # anything else keeps IPython's own traceback
+    assert shown == [(ValueError, other, None)]
     assert progress.in_notebook_kernel()
     assert isinstance(progress.progress(range(3), 'epoch 1'), progress.notebook_tqdm)
+
+
+@pytest.mark.slow
+def test_ipythons_run_shows_a_mistake_in_one_line(tmp_path, capsys):
+    IPython = pytest.importorskip('IPython')  # not a requirement; checked where it is installed
+    from IPython.testing.globalipapp import start_ipython
+    shell = start_ipython()
+    script = tmp_path / 'cell.py'
+    script.write_text('from helpers import errors\nerrors.install()\n'
+                      "raise errors.CheckpointError('x.ckpt is a VGG16 checkpoint; use --model vgg16')\n")
+    sys.path.insert(0, ROOT)
+    shell.run_line_magic('run', str(script))
+    err = capsys.readouterr().err
+    assert 'error: x.ckpt is a VGG16 checkpoint; use --model vgg16' in err and 'Traceback' not in err
+
+
+def test_a_kernels_own_arguments_are_never_read_as_flags(monkeypatch):
+    from helpers.flags import _command_line
+    monkeypatch.setattr(sys, 'argv', ['/usr/lib/python3/dist-packages/ipykernel_launcher.py', '--f=/x/kernel-v2-1.json'])
+    assert _command_line({'__file__': 'main.py'}, None) == []  # an IDE's interactive window sets __file__
+    assert _command_line({}, None) == []  # a pasted cell
+    monkeypatch.setattr(sys, 'argv', ['main.py', '--model', 'vgg16'])  # %run main.py --model vgg16, or a shell
+    assert _command_line({'__file__': 'main.py'}, None) == ['--model', 'vgg16']
 
 
 @pytest.mark.slow

@@ -173,7 +173,7 @@ def test_a_report_never_replaces_files_it_did_not_write(tmp_path, own):
     folder.mkdir()
     for name, data in own.items():
         (folder / name).write_bytes(data)
-    with pytest.raises(UsageError, match=r'already holds files that are not a report of main.py .*'
+    with pytest.raises(UsageError, match=r'already holds files that are not a report of this main.py .*'
                                          r'choose a new or empty folder, e.g. --report reports/run1'):
         report.check_destination(folder)
     with pytest.raises(UsageError):  # write checks again itself: the folder may have changed during the run
