@@ -137,7 +137,8 @@ def test_the_default_model_is_resnet50_with_its_shipped_path(tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_exits_130_and_keeps_the_earlier_output(image_folder, checkpoints, tmp_path):
     out = tmp_path / 'fine.ckpt'
-    out.write_bytes(b'from an earlier run')
+    torch.save({'w': torch.zeros(3)}, out)  # an earlier run's checkpoint (--out replaces only a checkpoint)
+    earlier = out.read_bytes()
     p = subprocess.Popen([sys.executable, os.path.join(ROOT, 'main.py'), '--data', image_folder,
                           '--checkpoint', checkpoints['resnet50'], '--out', out, '--epochs', '50',
                           '--batch-size', '3'], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -150,7 +151,7 @@ def test_ctrl_c_exits_130_and_keeps_the_earlier_output(image_folder, checkpoints
     stdout, stderr = p.communicate(timeout=60)
     assert p.returncode == 130, stderr
     assert 'interrupted' in stderr and 'Traceback' not in stderr
-    assert out.read_bytes() == b'from an earlier run'
+    assert out.read_bytes() == earlier
     assert sorted(os.listdir(tmp_path)) == ['fine.ckpt']
 
 
