@@ -595,41 +595,36 @@ def test_paths_across_windows_drives_and_a_missing_drive():
     assert paths.first_missing_folder('E:\\results\\run1', pathmod=ntpath) == 'E:\\'
 
 
-def adam_wrapper(model):
+@pytest.fixture(scope='module')
+def trained():
+    """(state dict, Adam's state dict after one step): what a student's file holds beside its weights."""
+    torch.manual_seed(0)
+    model = resnet()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     model(torch.randn(2, 3, 32, 32)).sum().backward()
     optimizer.step()
-    return optimizer.state_dict()
-
-
-def test_a_wrapper_saved_after_adam_stepped_loads(tmp_path):
-    # Adam's two moments make the file three times the weights; the course itself uses Adam
-    torch.manual_seed(0)
-    model = resnet()
-    torch.save({'epoch': 3, 'state_dict': model.state_dict(), 'optimizer': adam_wrapper(model)}, tmp_path / 'w.ckpt')
-    other = resnet()
-    load_checkpoint(other, str(tmp_path / 'w.ckpt'))
-    assert torch.equal(other.fc.weight, model.fc.weight)
+    return model.state_dict(), optimizer.state_dict()
 
 
 @pytest.mark.parametrize('wrap', [
+    # Adam's two moments make this file three times the weights; the course itself uses Adam
+    lambda sd, opt: {'epoch': 3, 'state_dict': sd, 'optimizer': opt},
     lambda sd, opt: {'model': sd},
     lambda sd, opt: {'net': sd, 'epoch': 7, 'acc': 91.2},
     lambda sd, opt: {'epoch': 7, 'model_state_dict': sd, 'optimizer_state_dict': opt, 'loss': 0.3},
     lambda sd, opt: {'model.' + k: v for k, v in sd.items()},
     lambda sd, opt: {'_orig_mod.module.' + k: v for k, v in sd.items()},
     lambda sd, opt: {k: v for k, v in sd.items() if not k.endswith('num_batches_tracked')},  # PyTorch 0.4
-], ids=['model', 'net', 'tutorial', 'model-prefix', 'compiled-ddp-prefix', 'no-num-batches-tracked'])
-def test_weights_under_another_key_or_prefix_load(tmp_path, wrap):
+], ids=['adam', 'model', 'net', 'tutorial', 'model-prefix', 'compiled-ddp-prefix', 'no-num-batches-tracked'])
+def test_weights_under_another_key_or_prefix_load(tmp_path, wrap, trained):
     from helpers.checkpoints import load_either
-    torch.manual_seed(0)
-    model = resnet()
-    torch.save(wrap(model.state_dict(), adam_wrapper(model)), tmp_path / 'w.ckpt')
+    weights, adam = trained
+    torch.save(wrap(weights, adam), tmp_path / 'w.ckpt')
     other = resnet()
     load_checkpoint(other, str(tmp_path / 'w.ckpt'))
-    assert torch.equal(other.fc.weight, model.fc.weight)
+    assert torch.equal(other.fc.weight, weights['fc.weight'])
     name, loaded = load_either(str(tmp_path / 'w.ckpt'), '', '')
-    assert name == 'resnet50' and torch.equal(loaded.fc.weight, model.fc.weight)
+    assert name == 'resnet50' and torch.equal(loaded.fc.weight, weights['fc.weight'])
 
 
 def wide_vgg16_head():
