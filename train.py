@@ -36,7 +36,6 @@ Before saving, the weights are scaled up (helpers/weight_scaling.py) so that
 main.py's one Adam epoch does not undo the training, and stored in half
 precision.
 """
-import argparse
 import contextlib
 import hashlib
 import json
@@ -57,7 +56,6 @@ from helpers.weight_scaling import compact, fold_batchnorm, looks_scaled, scale_
 from vgg16_full import VGG, cfg, make_layers
 
 
-NOT_GIVEN = object()
 # what may differ when a run is resumed (the machine it runs on, where it writes, how long it goes on now);
 # anything else given with --resume must be what the run started with
 MAY_CHANGE_ON_RESUME = {'resume', 'state', 'out', 'device', 'bf16', 'stop_after', 'given'}
@@ -107,9 +105,7 @@ def parse(argv=None):
     p.add_argument('--no-rescale', action='store_true', help='save the weights as trained')
     p.add_argument('--full-precision', action='store_true', help='save float32 weights (twice the size)')
     args = p.parse_args(argv)
-    # which flags were given: parsing into a namespace that already holds a value keeps that value
-    marked = p.parse_args(argv, namespace=argparse.Namespace(**{k: NOT_GIVEN for k in vars(args)}))
-    args.given = sorted(k for k, v in vars(marked).items() if v is not NOT_GIVEN)
+    args.given = sorted(p.given(argv, args))
     for name in ('data', 'out', 'init', 'state', 'resume'):  # '~' the shell left alone (in quotes, say)
         setattr(args, name, paths.expand(getattr(args, name)))
     args.teacher = args.teacher and [paths.expand(t) for t in args.teacher]

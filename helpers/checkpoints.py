@@ -191,6 +191,11 @@ def _strip_prefix(state, model):
     return state
 
 
+def _pickle_entry(names):
+    """The name of the pickle (data.pkl) among a torch.save zip's entries, or None when there is none."""
+    return next((n for n in names if n == 'data.pkl' or n.endswith('/data.pkl')), None)
+
+
 def _check_zip_contents(path):
     """A CheckpointError for a zip file that is no state dict: a TorchScript model, or an archive of other
     files (a zip of images, say)."""
@@ -202,7 +207,7 @@ def _check_zip_contents(path):
     if any(n.endswith('constants.pkl') or '/code/__torch__' in n for n in names):
         raise CheckpointError(f"{path} is a TorchScript model (torch.jit.save), not a state dict; save its weights "
                               f"with torch.save(torch.jit.load('{path}').state_dict(), 'weights.ckpt') and pass that")
-    if names and not any(n == 'data.pkl' or n.endswith('/data.pkl') for n in names):
+    if names and _pickle_entry(names) is None:
         raise CheckpointError(f"{path} is a zip archive of other files ({len(names)}, e.g. {names[0]!r}), not a "
                               "PyTorch checkpoint; give the file torch.save(model.state_dict(), PATH) wrote")
 
@@ -217,7 +222,7 @@ def is_checkpoint_file(path):
         if head == LEGACY_MAGIC:
             return True
         with zipfile.ZipFile(path) as z:
-            return any(n == 'data.pkl' or n.endswith('/data.pkl') for n in z.namelist())
+            return _pickle_entry(z.namelist()) is not None
     except (OSError, zipfile.BadZipFile, ValueError, EOFError):
         return False
 
@@ -286,7 +291,7 @@ def _pickled_globals(path):
             zipped = f.read(len(ZIP_MAGIC)) == ZIP_MAGIC
         if zipped:
             with zipfile.ZipFile(path) as z:
-                pkl = next(n for n in z.namelist() if n == 'data.pkl' or n.endswith('/data.pkl'))
+                pkl = _pickle_entry(z.namelist())
                 data = z.read(pkl)  # bounded by _check_archive
         else:
             with open(path, 'rb') as f:
@@ -343,7 +348,7 @@ def load_checkpoint(model, path, state=None):
                               f"{title}: use --model {other} (or its lines in main.py)")
     if essential(shapes) != essential(expected) or any(shapes[k] != v for k, v in expected.items() if k in shapes):
         raise CheckpointError(f"{path} does not fit {title}: {_differences(shapes, expected)}"
-                              + _kind_hint(shapes, name))
+                              + _kind_hint(shapes))
     bad, total = _non_finite(state, loading=True)
     if bad:
         overflowed = [k for k, v in state.items() if v.dtype == torch.float16 and v.isinf().any()]
@@ -372,7 +377,7 @@ def _differences(shapes, expected, most=3):
     return f"{counts} ({'; '.join(said)}{'; ...' if len(said) < len(wrong) + len(missing) + len(unexpected) else ''})"
 
 
-def _kind_hint(shapes, name):
+def _kind_hint(shapes):
     """What kind of network a state dict that fits neither model is, when that is clear, and what to do."""
     if resembles(shapes) == 'vgg16' or any(k.startswith('features.') for k in shapes):
         if any(k.startswith('features.') and k.endswith('running_mean') for k in shapes):

@@ -76,6 +76,13 @@ class Parser(argparse.ArgumentParser):
     def error(self, message):  # one line instead of the whole usage text
         self.exit(2, f'error: {message} (see {self.prog} --help)\n')
 
+    def given(self, argv, args):
+        """The names of the flags `argv` gives (`args`: what it parsed to), not their defaults."""
+        not_given = object()
+        # parsing into a namespace that already holds a value keeps that value where no flag sets it
+        marked = self.parse_args(argv, namespace=argparse.Namespace(**{k: not_given for k in vars(args)}))
+        return {k for k, v in vars(marked).items() if v is not not_given}
+
     def add_model_flag(self, **kwargs):
         return self.add_argument('--model', choices=sorted(MODELS), **kwargs)
 
@@ -125,9 +132,6 @@ SETTINGS = {'data': 'data_dir', 'epochs': 'num_epochs', 'lr': 'learning_rate', '
             'device': 'device', 'eval_only': 'eval_only', 'out': 'out', 'seed': 'seed', 'plain': 'plain',
             'bf16': 'bf16', 'report': 'report'}
 PATH_SETTINGS = ('data', 'out', 'report')
-NOT_GIVEN = object()
-
-
 def _check_settings(p, args, given):
     """A UsageError for a setting edited at the top of main.py that its flag would refuse: argparse checks
     a default only when it is text (batch_size = 0, num_epochs = 0, bf16 = True, report = True...)."""
@@ -182,9 +186,7 @@ def apply_overrides(g, argv=None):
     argv = _command_line(g, argv)
     p = parser(g)
     args = p.parse_args(argv)
-    # which flags were given: parsing into a namespace that already holds a value keeps that value
-    marked = p.parse_args(argv, namespace=argparse.Namespace(**{k: NOT_GIVEN for k in vars(args)}))
-    given = {k for k, v in vars(marked).items() if v is not NOT_GIVEN}
+    given = p.given(argv, args)
     _check_settings(p, args, given)
     for flag in ('out', 'report'):
         if getattr(args, flag) == '':

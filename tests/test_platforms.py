@@ -248,7 +248,7 @@ def test_mistakes_in_a_notebook_are_one_line_and_the_kernel_lives_on(monkeypatch
 
 @pytest.mark.slow
 def test_ipythons_run_shows_a_mistake_in_one_line(tmp_path, capsys):
-    IPython = pytest.importorskip('IPython')  # not a requirement; checked where it is installed
+    pytest.importorskip('IPython')  # not a requirement; checked where it is installed
     from IPython.testing.globalipapp import start_ipython
     shell = start_ipython()
     script = tmp_path / 'cell.py'
