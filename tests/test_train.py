@@ -1,4 +1,5 @@
 """train.py: checkpoints main.py evaluates, resuming, held-out validation, bf16, torchrun."""
+import contextlib
 import copy
 import json
 import os
@@ -354,3 +355,28 @@ def test_an_init_that_cannot_be_trained_further_is_one_line(checkpoints, tmp_pat
     one_line_error(train('--model', 'vgg16', '--batch-norm', '--init', checkpoints['vgg16'], *common),
                    '--init goes without --batch-norm', 2)
     assert not (tmp_path / 'x.ckpt').exists()
+
+
+def test_the_teachers_predict_under_the_runs_bf16_autocast_and_as_in_float32():
+    # the shipped teachers in float32 took 20 minutes of a one-core run; under the run's bf16 autocast
+    # their predictions must come out bf16-computed, and still the same targets (VGG16's head near 2^60 too)
+    import train as train_script
+    from helpers.data import TensorLoader
+    teachers = []
+    for name in ('vgg16', 'resnet50'):
+        model = MODELS[name]()
+        load_checkpoint(model, os.path.join(ROOT, PRETRAINED[name]))
+        teachers.append(model)
+    dtypes = []
+    teachers[1].layer1[0].register_forward_hook(lambda m, i, out: dtypes.append(out.dtype))
+    loader = TensorLoader(torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8), torch.arange(6))
+    names = ['vgg.ckpt', 'resnet.ckpt']
+    float32 = train_script.teacher_predictions(copy.deepcopy(teachers), names, loader, torch.device('cpu'), 4.0,
+                                               contextlib.nullcontext(), lambda *a: None)
+    assert set(dtypes) == {torch.float32}
+    dtypes.clear()
+    bf16 = train_script.teacher_predictions(teachers, names, loader, torch.device('cpu'), 4.0,
+                                            torch.autocast('cpu', dtype=torch.bfloat16), lambda *a: None)
+    assert set(dtypes) == {torch.bfloat16}
+    assert bf16.dtype == torch.float32 and torch.allclose(bf16.sum(1), torch.ones(6))
+    assert (bf16 - float32).abs().max() < 0.02, (bf16 - float32).abs().max()
