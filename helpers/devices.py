@@ -1,21 +1,10 @@
-"""Which device to run on, and in which precision.
-
-`auto` takes a CUDA GPU, else the Apple GPU (MPS), else the CPU.
-
-bf16 autocast only where the hardware computes bf16 natively: NVIDIA GPUs
-from compute capability 8.0 (Ampere) on, and CPUs with AVX512-BF16 or AMX,
-for main.py's fine-tune and test pass and for train.py alike (their `--bf16
-off` keeps float32). Elsewhere float32: CPUs that only emulate bf16 run it
-many times slower (docs/speed.md); below 8.0 (Colab's and Kaggle's T4, P100,
-V100) `torch.cuda.is_bf16_supported()` is true by emulation, and cuDNN has no
-bf16 convolutions there. float16 is never used: the shipped checkpoints'
-weights are scaled far past its range (docs/weight-scaling.md).
-
-The Apple GPU runs float32, NCHW (docs/platforms.md). MPS has computed wrong
-gradients for some layers in some PyTorch releases, so before it is used one
-training step of a small network with convolutions and BatchNorm is checked
-against the same step on the CPU; where they disagree, one note line and the
-CPU.
+"""Which device to run on, and in which precision: `auto` takes a CUDA GPU, else the
+Apple GPU, else the CPU. bf16 autocast only where the hardware computes bf16
+natively (CPUs with AVX512-BF16 or AMX; NVIDIA from compute capability 8.0):
+elsewhere it is emulated, many times slower, and `torch.cuda.is_bf16_supported()`
+counts emulation. float16 never: the shipped weights exceed its range. The Apple
+GPU runs float32 after one training step there agrees with the CPU's (MPS has
+computed wrong gradients in some releases); where it does not, the CPU.
 """
 import contextlib
 import copy
@@ -25,14 +14,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from helpers.errors import UsageError
+from helpers.errors import Mistake
 
 DEVICE_HELP = 'auto (a CUDA GPU, else the Apple GPU, else the CPU), cpu, cuda, cuda:N or mps'
 NATIVE_BF16_CAPABILITY = (8, 0)  # Ampere: the first NVIDIA GPUs whose tensor cores compute bf16
 
 
 def parse_device(choice):
-    """'auto', or a torch.device of type cpu, cuda or mps, for what a person wrote; or a UsageError.
+    """'auto', or a torch.device of type cpu, cuda or mps, for what a person wrote; or a Mistake.
     Whether this machine has that device is `pick_device`'s question."""
     text = str(choice).strip().lower()
     if text == 'auto':
@@ -40,9 +29,9 @@ def parse_device(choice):
     try:
         device = torch.device(text)
     except (RuntimeError, ValueError):
-        raise UsageError(f"device '{choice}' is not a device PyTorch knows; use {DEVICE_HELP}") from None
+        raise Mistake(f"device '{choice}' is not a device PyTorch knows; use {DEVICE_HELP}") from None
     if device.type not in ('cpu', 'cuda', 'mps'):
-        raise UsageError(f"device '{choice}': this project runs on the CPU, CUDA GPUs or the Apple GPU; "
+        raise Mistake(f"device '{choice}': this project runs on the CPU, CUDA GPUs or the Apple GPU; "
                          f"use {DEVICE_HELP}")
     return device
 
@@ -53,7 +42,7 @@ def mps_available():
 
 
 def pick_device(choice='auto'):
-    """A torch.device for 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', or a UsageError that says what to use."""
+    """A torch.device for 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', or a Mistake that says what to use."""
     device = parse_device(choice)
     if device == 'auto':
         device = torch.device('cuda' if torch.cuda.is_available() else 'mps' if mps_available() else 'cpu')
@@ -61,17 +50,17 @@ def pick_device(choice='auto'):
         return torch.device('cpu')
     if device.type == 'mps':
         if not mps_available():
-            raise UsageError(f"--device {choice}, but PyTorch sees no Apple GPU (MPS) here; use --device cpu (or auto)")
+            raise Mistake(f"--device {choice}, but PyTorch sees no Apple GPU (MPS) here; use --device cpu (or auto)")
         if not step_agrees(torch.device('mps')):
             print('note: one training step on the Apple GPU (MPS) disagrees with the same step on the CPU in this '
                   'PyTorch; running on the CPU (a newer PyTorch may fix it)', file=sys.stderr, flush=True)
             return torch.device('cpu')
         return torch.device('mps')
     if not torch.cuda.is_available():
-        raise UsageError(f"--device {choice}, but PyTorch sees no CUDA GPU here; use --device cpu (or auto)")
+        raise Mistake(f"--device {choice}, but PyTorch sees no CUDA GPU here; use --device cpu (or auto)")
     count = torch.cuda.device_count()
     if (device.index or 0) >= count:
-        raise UsageError(f"--device {choice}, but this machine has {count} CUDA GPU(s): cuda:0 to cuda:{count - 1}")
+        raise Mistake(f"--device {choice}, but this machine has {count} CUDA GPU(s): cuda:0 to cuda:{count - 1}")
     torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN time its algorithms once
     return torch.device('cuda', device.index or 0)
 

@@ -1,26 +1,15 @@
-"""What makes main.py's fine-tune fast without changing what it computes.
-
-  * data: every image is decoded once and kept as one uint8 tensor on the
-    device; crop, flip and normalize run on whole batches there, instead of
-    PIL transforms image by image in the main process (helpers/data.py's
-    `tensor_loaders`);
-  * channels_last: oneDNN and cuDNN pick faster convolutions for it;
-  * bf16 autocast where the hardware computes bf16 natively: GPUs, and CPUs
-    with AVX512-BF16 or AMX (helpers/devices.py); BatchNorm1d stays float32;
-  * on the CPU, 1x1 convolutions as one matrix product over the pixels where
-    that measured faster (`pointwise_as_gemm`), and in bf16 the 3x3
-    convolutions on ResNet50_layer4's 2x2 maps as one matrix product
-    (`TinyMapConv2d`);
-  * Adam's fused kernel (`adam_options`).
-
-Each was kept because it measured faster in an A/B on this project's CPUs;
-the figures, and what was tried and lost (torch.compile), are in docs/speed.md.
+"""What makes main.py's fine-tune fast without changing what it computes: images
+decoded once and augmented a batch at a time on the device (helpers/data.py),
+channels_last, bf16 autocast where the hardware has it (helpers/devices.py),
+on the CPU 1x1 convolutions and ResNet50_layer4's 3x3 convolutions on 2x2 maps
+as matrix products, and Adam's fused kernel. Each measured faster in an A/B on
+this project's CPUs (docs/speed.md, with what was tried and lost).
 """
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from helpers.model_table import name_of
+from helpers.checkpoints import name_of
 from vgg16_full import VGG
 
 
@@ -49,15 +38,9 @@ _TAP_OF = torch.tensor([[float(t == 3 * (iy - oy + 1) + (ix - ox + 1)) for t in 
 
 
 def conv3x3_on_2x2(x, weight, bias):
-    """conv2d(x, weight, bias, padding=1) for a 2x2 map, as one matrix product.
-
-    With padding 1 every output pixel of a 2x2 map sees all four input pixels,
-    each through a different tap, so the convolution is one linear map of the
-    4 x C_in values to the 4 x C_out values: a 4C_out x 4C_in matrix made of
-    the kernel's taps. It needs 4 of the 9 taps' multiply-adds per pixel (the
-    other 5 would multiply padding), and it is a plain matrix product whose
-    gradient is too, where oneDNN's bf16 backward is slow on such tiny maps.
-    """
+    """conv2d(x, weight, bias, padding=1) for a 2x2 map as one matrix product: every output pixel sees all four
+    input pixels, each through another tap, so it is one 4C_out x 4C_in linear map (4 of the 9 taps' work; the
+    rest would multiply padding), whose gradient is a matrix product too, where oneDNN's bf16 backward is slow."""
     n, c = x.shape[:2]
     co = weight.shape[0]
     taps = weight.permute(2, 3, 0, 1).reshape(9, co * c)

@@ -1,50 +1,42 @@
-"""Paths as people type them, compared the way the file system sees them.
-
-One place for what differs between Linux, macOS and Windows here:
-  * `~` is expanded (the shell does not do it inside quotes, nor in main.py's settings);
-  * a walk up a path ends at its root, also a drive letter with nothing mounted
-    (`os.path.dirname('E:\\')` is `'E:\\'`, so a plain loop never stops there);
-  * "is this inside that folder" is False across Windows drives (where
-    `os.path.commonpath` raises) and True for a folder reached under another
-    spelling on a case-insensitive file system (macOS, Windows): the file
-    system's own identity of the folders (device and inode) decides.
-
-`pathmod` lets the tests apply Windows rules (`ntpath`) on Linux.
-"""
+"""Paths: one way to show them, one message for a path that is not there, and
+one rule for every file the package writes. Places are compared by the file
+system's own identity (os.path.samefile), so links, `..`, letter case on macOS
+and Windows, and other drives need no rules of their own."""
 import os
+import tempfile
+
+from helpers.errors import Mistake
+
+PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHIPPED = os.path.join(PROJECT, 'checkpoints')  # the shipped checkpoints: nothing is written there
+CHECKPOINT_SUFFIXES = ('.ckpt', '.pt', '.pth')
 
 
 def expand(path):
-    """`path` with a leading `~` or `~user` expanded; None stays None."""
+    """`path` with `~` expanded (a shell leaves it in quotes, Python always); None stays None."""
     return None if path is None else os.path.expanduser(os.fspath(path))
 
 
-def nearest_existing(path, pathmod=os.path):
-    """The nearest folder of `path` (or `path` itself) that exists, or None when not even its root
-    does (a drive letter with nothing mounted, an unplugged disk)."""
-    place = pathmod.abspath(path)
-    while not os.path.exists(place):
-        parent = pathmod.dirname(place)
-        if parent == place:  # a root that is not there
-            return None
-        place = parent
-    return place
+def shown(path):
+    """`path` as a message shows it: quoted where bare text would hide something (empty, a space at
+    an end, a carriage return that a '\\r' in a Windows path typed in Python became)."""
+    text = os.fspath(path)
+    return repr(text) if not text or text != text.strip() or not text.isprintable() else text
 
 
-def first_missing_folder(path, pathmod=os.path):
-    """The outermost folder of `path` that does not exist yet (what making `path` would create first),
-    or None when `path` exists. A missing root is returned as itself."""
-    place, missing = pathmod.abspath(path), None
-    while not os.path.exists(place):
-        parent = pathmod.dirname(place)
-        missing = place
-        if parent == place:
-            break
-        place = parent
-    return missing
+def missing(path, what, hint):
+    """The Mistake for `what` (a checkpoint, the data folder...) not found at `path`, with what to do."""
+    if not os.fspath(path).isprintable():
+        hint = "a backslash in a Python string starts an escape ('\\r' is a carriage return): write the path with /"
+    elif os.sep == '/' and '\\' in os.fspath(path):
+        hint = 'on Linux and macOS folders are separated by /, not \\: write the path with /'
+    elif path and not os.path.isabs(path) and os.path.exists(os.path.join(PROJECT, path)) and not same(PROJECT, '.'):
+        hint = f'relative paths start from the folder you run in: cd {shown(PROJECT)} first'
+    where = f' (looked in {shown(os.path.abspath(path))})' if path else ''
+    return Mistake(f'{what} not found: {shown(path)}{where}; {hint}')
 
 
-def same_file(a, b):
+def same(a, b):
     """True when `a` and `b` are the same existing file or folder, however each is spelt."""
     try:
         return os.path.samefile(a, b)
@@ -52,21 +44,54 @@ def same_file(a, b):
         return False
 
 
-def inside(path, folder, pathmod=os.path):
-    """True when `path` is `folder` or under it: by their spelling once links, `..` and case are
-    resolved (never raising across drives), or by the file system's identity of the folders."""
-    real, top = pathmod.normcase(pathmod.realpath(path)), pathmod.normcase(pathmod.realpath(folder))
+def _places(path):
+    """`path` made absolute, then each folder above it up to its root."""
+    place = os.path.abspath(path)
+    while True:
+        yield place
+        parent = os.path.dirname(place)
+        if parent == place:
+            return
+        place = parent
+
+
+def inside(path, folder):
+    """True when `path` is `folder` or anywhere under it (links followed)."""
+    return any(same(place, folder) for place in _places(os.path.realpath(path)))
+
+
+def check_place(path, flag, folder=None):
+    """Stop unless the nearest existing folder of `folder` (default: `path`) can be written (missing folders
+    are made there)."""
+    place = next((p for p in _places(folder or path) if os.path.exists(p)), None)
+    if place is None:  # not even its root: a drive letter with nothing mounted, an unplugged disk
+        raise Mistake(f'{flag} {shown(path)}: {os.path.splitdrive(os.path.abspath(path))[0] or "/"} is not there '
+                      f'(no drive or disk mounted?); choose another {flag}')
+    if not os.path.isdir(place):
+        raise Mistake(f'{flag} {shown(path)}: {shown(place)} is a file, not a folder; choose another {flag}')
     try:
-        if pathmod.commonpath([real, top]) == top:
-            return True
-    except ValueError:  # Windows: other drives (C: and D:, or a \\server\share) have no common path
-        pass
-    if not os.path.isdir(folder):
-        return False
-    place = nearest_existing(path, pathmod)
-    while place is not None:  # a case-insensitive file system: one folder, two spellings
-        if same_file(place, folder):
-            return True
-        parent = pathmod.dirname(place)
-        place = None if parent == place else parent
-    return False
+        with tempfile.TemporaryFile(dir=place):
+            pass
+    except OSError as e:
+        raise Mistake(f'{flag} {shown(path)}: cannot write in {shown(place)} ({e.strerror or e}); '
+                      f'choose another {flag}') from None
+
+
+def check_output(path, flag, reading=(), suffixes=CHECKPOINT_SUFFIXES):
+    """Stop, before any work, unless `path` may take a file this run writes. The one rule: a name ending in
+    one of `suffixes`, that is new or a regular file (never a folder or a device), none of the files the run
+    reads (`reading`), nothing in the project's checkpoints/ folder, in a place that can be written."""
+    path = os.fspath(path)
+    if os.path.isdir(path) or not path.endswith(suffixes):
+        raise Mistake(f'{flag} {shown(path)}: give a file name ending in {" or ".join(suffixes)}, '
+                      f'e.g. {flag} outputs/model{suffixes[0]}')
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise Mistake(f'{flag} {shown(path)} is not a regular file (a device?); choose another {flag}')
+    for other in reading:
+        if other and same(path, other):
+            raise Mistake(f'{flag} {shown(path)} is the file this run starts from ({shown(other)}), which it would '
+                          f'replace; give {flag} a new file, e.g. {flag} outputs/model{suffixes[0]}')
+    if inside(path, SHIPPED):
+        raise Mistake(f'{flag} {shown(path)}: {SHIPPED} holds only the shipped checkpoints; choose another {flag} '
+                      '(maintainers replace one with python -m tools.ship_checkpoint)')
+    check_place(path, flag, os.path.dirname(os.path.abspath(path)))

@@ -1,356 +1,170 @@
-"""`main.py --report DIR`: a report of the run a student can paste, and the
-training curves of train.py's runs.
-
-DIR/report.md holds the settings, timings, the accuracy line exactly as
-printed, per-class accuracy, the confusion matrix and the most-confused pairs
-of classes; the PNG figures beside it show the training loss (when the run
-fine-tuned), per-class accuracy, the confusion matrix, the test images the
-model got most confidently wrong and the correct ones of the most-confused
-pair. The images are kept while testing (`Gallery`), so the report costs no
-extra pass over the data. Drawing needs matplotlib; without it the report is
-written without figures. Nothing here changes the run or what it printed.
-
-A report loses nobody's files: it goes only into a folder that is new, empty,
-or holds an earlier report exactly as this module wrote it (listed with its
-sha256 sums in MANIFEST), never into the project's own folders; it is built in
-a temporary folder beside DIR and renamed into place, so DIR holds the whole
-old report or the whole new one, also after a full disk or Ctrl-C.
-"""
+"""`main.py --report DIR`: report.md and figures to paste, losing nobody's file: only into a new or empty folder or
+an earlier report's, each file written beside its place, renamed over it once all are whole. train.py's curves."""
+import contextlib
 import errno
+import itertools
 import os
-import shutil
 import sys
-import tempfile
 
-import torch
+from helpers.data import CLASSES, denormalize
+from helpers.errors import Mistake
+from helpers.paths import PROJECT, check_place, inside, shown
 
-from helpers.checkpoints import PROJECT, sha256
-from helpers.data import CLASSES, denormalize, layout
-from helpers.errors import UsageError
-from helpers.paths import expand, first_missing_folder, inside, nearest_existing
+HEADER = '# CIFAR-10 run report (python main.py --report)'  # how an earlier report is known
+FIGURES = ('loss.png', 'per_class.png', 'confusion.png', 'mistakes.png', 'confused_pair_correct.png')
+LITTER = {'.DS_Store', 'Thumbs.db', 'desktop.ini'}  # what file browsers leave in a folder they showed
+PROJECT_FOLDERS = ('.ci', '.git', 'checkpoints', 'data', 'docs', 'helpers', 'tests', 'tools')
 
 
-def _pyplot():
-    """matplotlib's pyplot drawing to files, or None (with a note) when it is not installed."""
-    try:
-        import matplotlib
-        matplotlib.use('Agg')  # files only, no display needed
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print('note: matplotlib is not installed, so there are no figures; '
-              'pip install matplotlib to get them', file=sys.stderr)
-        return None
-    return plt
+def check(folder, others=()):
+    """Stop in one line unless the report can go into `folder` losing no file (`others`: --out); its real path."""
+    real = os.path.realpath(folder := os.path.expanduser(os.fspath(folder)))
+
+    def refuse(why):
+        raise Mistake(f'--report {shown(folder)} {why}; choose a new or empty folder, e.g. --report reports/run1')
+    if inside(PROJECT, real):
+        refuse('is the project folder, or holds it')
+    for name in (n for n in PROJECT_FOLDERS if inside(real, os.path.join(PROJECT, n))):
+        refuse(f"is in the project's own {name}/ folder")
+    for other in filter(None, others):  # by identity, or by name while neither is there yet
+        path = os.path.realpath(os.path.expanduser(os.fspath(other)))
+        if inside(path, real) or os.path.normcase(path + os.sep).startswith(os.path.normcase(real + os.sep)):
+            refuse(f'would hold {shown(other)}, which this run saves (or give another --out)')
+    names, first = sorted(set(os.listdir(real)) - LITTER) if os.path.isdir(real) else [], None
+    with contextlib.suppress(OSError), open(os.path.join(real, 'report.md'), encoding='utf-8', errors='replace') as f:
+        first = f.readline().rstrip('\r\n')
+    if names and not (first == HEADER and set(names) <= {'report.md', *FIGURES}):
+        refuse(f"holds files that are not an earlier report ({', '.join(names[:3])}{', ...' * (len(names) > 3)})")
+    check_place(real, '--report')  # also: a file is not a folder
+    return real
 
 
 class Gallery:
-    """The few test images the report shows, picked while the test pass goes by:
-    the `size` most confident mistakes, and for each class its `per_class`
-    most confident correct predictions (to show the most-confused pair, known
-    only at the end)."""
+    """The test pass's `size` most confident mistakes, `per_class` most confident correct images of each class."""
 
     def __init__(self, size=32, per_class=8):
-        self.size, self.per_class = size, per_class
-        self.mistakes = []                      # (confidence, pixels, true, predicted)
-        self.correct = {c: [] for c in range(len(CLASSES))}
-
-    @staticmethod
-    def _top(entries, k):
-        return sorted(entries, key=lambda e: -e[0])[:k]
+        self.size, self.per_class, self.mistakes, self.correct = size, per_class, [], {c: [] for c in range(10)}
 
     def add(self, images, labels, outputs):
-        confidence, predicted = outputs.float().softmax(1).max(1)
-        self.mistakes = self._top(self.mistakes + self._rows(images, labels, confidence, predicted,
-                                                             predicted != labels, self.size), self.size)
-        for row in self._rows(images, labels, confidence, predicted, predicted == labels,
-                              self.per_class * len(CLASSES)):
-            self.correct[row[2]] = self._top(self.correct[row[2]] + [row], self.per_class)
-
-    @staticmethod
-    def _rows(images, labels, confidence, predicted, wanted, most):
-        """(confidence, pixels, true, predicted) of the `most` most confident images where `wanted`."""
-        index = wanted.nonzero().flatten()
-        index = index[confidence[index].argsort(descending=True)[:most]]
-        if len(index) == 0:
-            return []
-        return list(zip(confidence[index].tolist(), denormalize(images[index]).cpu(),
-                        labels[index].tolist(), predicted[index].tolist()))
+        confidence, predicted = outputs.detach().float().softmax(1).max(1)
+        rows = zip(confidence.tolist(), itertools.count(), labels.tolist(), predicted.tolist())
+        for c, i, t, p in sorted(rows, reverse=True):  # the most confident first: most are then not kept
+            kept, k = (self.mistakes, self.size) if t != p else (self.correct[t], self.per_class)
+            if len(kept) < k or c > kept[-1][0]:
+                kept[:] = sorted(kept + [(c, denormalize(images[i:i + 1])[0].cpu(), t, p)], key=lambda r: -r[0])[:k]
 
 
 def confused_pairs(confusion, top=3):
     """The `top` pairs of classes most often taken for each other: [(a, b, a called b, b called a)]."""
-    pairs = [(confusion[a][b] + confusion[b][a], a, b) for a in range(len(confusion)) for b in range(a + 1, len(confusion))]
-    pairs.sort(reverse=True)
-    return [(a, b, confusion[a][b], confusion[b][a]) for n, a, b in pairs[:top] if n > 0]
+    pairs = sorted(((confusion[a][b] + confusion[b][a], a, b) for a, b in itertools.combinations(range(10), 2)))
+    return [(a, b, confusion[a][b], confusion[b][a]) for n, a, b in pairs[::-1][:top] if n > 0]
 
 
-def _tiles(plt, rows, title, columns=8):
-    """A figure of image tiles, upscaled without smoothing, each captioned."""
-    n = max(len(rows), 1)
-    height = (n + columns - 1) // columns
-    fig, axes = plt.subplots(height, columns, figsize=(1.6 * columns, 1.9 * height + 0.5), dpi=80, squeeze=False)
-    for ax in axes.flat:
-        ax.axis('off')
-    for ax, (pixels, caption) in zip(axes.flat, rows):
-        ax.imshow(pixels.permute(1, 2, 0).numpy(), interpolation='nearest')
-        ax.set_title(caption, fontsize=8)
-    fig.suptitle(title)
-    return fig
+def _figure_class():
+    with contextlib.suppress(ImportError):
+        from matplotlib.figure import Figure
+        return Figure
+    print('note: matplotlib is not installed, so the report has no figures; pip install matplotlib', file=sys.stderr)
 
 
-def _gallery_figures(plt, gallery, confusion):
-    made = []
-    if gallery.mistakes:
-        rows = [(px, f'true {CLASSES[t]}\ncalled {CLASSES[p]} {100 * c:.0f}%') for c, px, t, p in gallery.mistakes]
-        made.append(('Most confident mistakes', 'mistakes.png',
-                     _tiles(plt, rows, 'Test images the model got wrong, most confident first')))
-    pairs = confused_pairs(confusion, top=1)
-    if pairs:
-        a, b = pairs[0][:2]
-        rows = [(px, f'{CLASSES[t]} {100 * c:.0f}%') for cls in (a, b) for c, px, t, p in gallery.correct[cls]]
-        if rows:
-            made.append((f'Correct {CLASSES[a]} and {CLASSES[b]} images', 'confused_pair_correct.png',
-                         _tiles(plt, rows, f'The most-confused pair, {CLASSES[a]} and {CLASSES[b]}: '
-                                           'correct predictions, most confident first')))
+def _figures(Figure, r, per_class):
+    """[(section, file name, figure)] of the report of the run `r`."""
+    made, losses, confusion, gallery = [], r['step_losses'], r['confusion'], r['gallery']
+    def axes(section, name, size=(7, 4), **settings):
+        made.append((section, name, Figure(figsize=size, dpi=100, layout='tight')))
+        return made[-1][2].add_subplot(title=section, **settings)
+    def tiles(section, name, rows):  # captioned images (pixels, caption), upscaled without smoothing
+        h = (len(rows) + 7) // 8
+        made.append((section, name, fig := Figure(figsize=(12.8, 1.9 * h + 0.5), dpi=80, layout='tight')))
+        for i, (pixels, text) in enumerate(rows):
+            ax = fig.add_subplot(h, 8, i + 1, xticks=[], yticks=[], frame_on=False)
+            ax.imshow(pixels.permute(1, 2, 0).numpy(), interpolation='nearest')
+            ax.set_title(text, fontsize=8)
+        fig.suptitle(section)
+    if losses:
+        ax = axes('Fine-tuning loss', 'loss.png', xlabel='step', ylabel='cross-entropy loss')
+        ax.plot(steps := range(1, len(losses) + 1), losses, lw=0.6, alpha=0.5)
+        ax.plot(steps, [s / n for n, s in zip(steps, itertools.accumulate(losses))], lw=2)
+        ax.legend(['loss per step', 'running mean (as printed)'])
+    ax = axes('Test accuracy per class', 'per_class.png', ylabel='accuracy (%)', ylim=(0, 105))
+    ax.bar_label(ax.bar(CLASSES, per_class), fmt='%.1f', fontsize=8)
+    ax.tick_params(axis='x', rotation=45)
+    ax = axes('Confusion matrix (test images)', 'confusion.png', (7, 6), xlabel='predicted class', ylabel='true class',
+              yticks=range(10), yticklabels=CLASSES)
+    ax.set_xticks(range(10), CLASSES, rotation=45, ha='right')
+    ax.imshow(confusion, cmap='Blues')
+    for (i, row), j in itertools.product(enumerate(confusion), range(10)):
+        ax.text(j, i, row[j], ha='center', va='center', fontsize=8, color='wk'[2 * row[j] <= max(map(max, confusion))])
+    if gallery and gallery.mistakes:
+        tiles('Test images the model got wrong, most confident first', 'mistakes.png',
+              [(px, f'true {CLASSES[t]}\ncalled {CLASSES[p]} {100 * c:.0f}%') for c, px, t, p in gallery.mistakes])
+    for a, b, *_ in confused_pairs(confusion, top=1) if gallery else ():
+        if rows := [(px, f'{CLASSES[t]} {100 * c:.0f}%') for cls in (a, b) for c, px, t, p in gallery.correct[cls]]:
+            tiles(f'The most-confused pair, {CLASSES[a]} and {CLASSES[b]}: correct predictions, most confident first',
+                  'confused_pair_correct.png', rows)
     return made
 
 
-def _figures(folder, step_losses, per_class, confusion, gallery=None):
-    plt = _pyplot()
-    if plt is None:
-        return []
-    made = []
-    if step_losses:
-        losses = torch.tensor(step_losses)
-        running = losses.cumsum(0) / torch.arange(1, len(losses) + 1)
-        fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-        ax.plot(range(1, len(losses) + 1), losses, lw=0.6, alpha=0.5, label='loss per step')
-        ax.plot(range(1, len(losses) + 1), running, lw=2, label='running mean (as printed)')
-        ax.set(xlabel='step', ylabel='cross-entropy loss', title='Fine-tuning loss')
-        ax.legend()
-        made.append(('Training loss', 'loss.png', fig))
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    bars = ax.bar(CLASSES, per_class, color='tab:blue')
-    ax.bar_label(bars, fmt='%.1f', fontsize=8)
-    ax.set(ylabel='accuracy (%)', ylim=(0, 105), title='Test accuracy per class')
-    ax.tick_params(axis='x', rotation=45)
-    made.append(('Per-class accuracy', 'per_class.png', fig))
-    fig, ax = plt.subplots(figsize=(7, 6), dpi=100)
-    ax.imshow(confusion, cmap='Blues')
-    top = max(max(row) for row in confusion) or 1
-    for i, row in enumerate(confusion):
-        for j, n in enumerate(row):
-            ax.text(j, i, n, ha='center', va='center', fontsize=8, color='white' if n > top / 2 else 'black')
-    ax.set_xticks(range(10), CLASSES, rotation=45, ha='right')
-    ax.set_yticks(range(10), CLASSES)
-    ax.set(xlabel='predicted class', ylabel='true class', title='Confusion matrix (test images)')
-    made.append(('Confusion matrix', 'confusion.png', fig))
-    if gallery is not None:
-        made += _gallery_figures(plt, gallery, confusion)
+def _markdown(r, per_class, figures):
+    def row(*cells):
+        return '| ' + ' | '.join(map(str, cells)) + ' |'
+    tuned, confusion, pairs = r['epochs'] > 0, r['confusion'], confused_pairs(r['confusion'])
+    lines = [HEADER, '', '| | |', '| --- | --- |', row('model', r['model']),
+             row('checkpoint', f"`{r['checkpoint']}`" if r['checkpoint'] else 'none: random weights'),
+             row('checkpoint sha256', f"`{r['checkpoint_sha256']}`") if r['checkpoint'] else None,
+             row('device', f"{r['device']}, {r['precision']}"),
+             row('data', f"`{r['data_dir']}`: {r['train_images']} training, {r['test_images']} test images"),
+             row('fine-tuning', f"{r['epochs']} epoch(s), Adam, lr {r['learning_rate']}, batch {r['batch_size']}, "
+                 f"seed {r['seed']}" + ', plain pipeline' * bool(r['plain']) if tuned else 'none (--eval-only)'),
+             row('fine-tuning time', f"{r['train_seconds']:.1f} s") if tuned else None,
+             row('test time', f"{r['test_seconds']:.1f} s"), '', '```', r['accuracy_line'], '```', '',
+             '## Per-class accuracy', '', row('class', 'correct', 'images', 'accuracy'), '| --- | ---: | ---: | ---: |',
+             *(row(c, n[i], sum(n), f'{per_class[i]:.1f} %') for i, (c, n) in enumerate(zip(CLASSES, confusion))),
+             '', '## Confusion matrix', '', 'Rows are the true class, columns the predicted one.', '',
+             row('', *CLASSES), '| --- |' + ' ---: |' * 10, *(row(f'**{c}**', *n) for c, n in zip(CLASSES, confusion)),
+             *['', '## Most-confused pairs', ''] * bool(pairs),
+             *(f'- **{CLASSES[a]} and {CLASSES[b]}**: {ab} {CLASSES[a]} image(s) were called {CLASSES[b]} and {ba} '
+               f'{CLASSES[b]} image(s) {CLASSES[a]}.' for a, b, ab, ba in pairs),
+             *(line for section, name, _ in figures for line in ('', f'## {section}', '', f'![{section}]({name})'))]
+    return '\n'.join(line for line in lines if line is not None) + '\n'
+
+
+def write(folder, record):
+    """The figures and report.md in `folder`: all new, or (full disk, Ctrl-C) the earlier files as they were."""
+    real, staged = check(folder), {}  # checked again: the folder may have changed during the run
+    per_class = [100 * row[i] / max(sum(row), 1) for i, row in enumerate(record['confusion'])]
     try:
-        for _, name, fig in made:
-            fig.tight_layout()
-            fig.savefig(os.path.join(folder, name))
-    finally:  # also after a full disk: pyplot keeps every figure until it is closed
-        for _, _, fig in made:
-            plt.close(fig)
-    return [(title, name) for title, name, _ in made]
-
-
-FIGURES = ('loss.png', 'per_class.png', 'confusion.png', 'mistakes.png', 'confused_pair_correct.png')
-MANIFEST = '.report.sha256'  # the report's files and their sha256 sums: how an earlier report is known
-LITTER = ('.DS_Store', 'Thumbs.db', 'desktop.ini')  # what file browsers leave in a folder they showed
-# the project's own folders, tracked or filled by it: a report there would mix with (or replace) its files
-PROJECT_FOLDERS = ('.ci', '.git', 'checkpoints', 'data', 'docs', 'helpers', 'tests', 'tools')
-CHOOSE = 'choose a new or empty folder, e.g. --report reports/run1'
-FULL = (errno.ENOSPC, getattr(errno, 'EDQUOT', errno.ENOSPC))  # a full disk, or a full quota
-
-
-def _manifest(real):
-    """{name: sha256} listed in `real`'s MANIFEST, or None when there is none or it is not one we wrote."""
-    try:
-        with open(os.path.join(real, MANIFEST), encoding='utf-8') as f:
-            rows = [line.rstrip('\n').split('  ', 1) for line in f]
-    except (OSError, UnicodeDecodeError):
-        return None
-    listed = {row[1]: row[0] for row in rows if len(row) == 2}  # the lines are `sha256  name`, as sha256sum's
-    # the sums are checked by the caller; here only that it names the report's files, report.md among them
-    if len(listed) != len(rows) or 'report.md' not in listed or not set(listed) <= {'report.md', *FIGURES}:
-        return None
-    return listed
-
-
-def _check_earlier(folder, real):
-    """Stop unless the existing folder `real` is empty or holds an earlier report as it was written."""
-    try:
-        names = sorted(set(os.listdir(real)) - set(LITTER))
+        os.makedirs(real, exist_ok=True)
+        figures = _figures(Figure, record, per_class) if (Figure := _figure_class()) else []
+        text = _markdown(record, per_class, figures).encode('utf-8')  # UTF-8 whatever the locale
+        for name, data in [*((name, fig) for _, name, fig in figures), ('report.md', text)]:
+            staged[name] = os.path.join(real, f'.{name}.{os.getpid()}.tmp')  # made with the usual permissions
+            with open(staged[name], 'wb') as f:
+                f.write(data) if name == 'report.md' else data.savefig(f, format='png')
+        for name, tmp in staged.items():  # all whole: each renamed over its place, report.md last
+            os.replace(tmp, os.path.join(real, name))
+        for name in set(FIGURES).intersection(os.listdir(real)) - set(staged):  # an earlier run's only
+            os.remove(os.path.join(real, name))
     except OSError as e:
-        raise UsageError(f'--report {folder}: cannot read it ({e.strerror or e}); {CHOOSE}') from None
-    if not names:
-        return
-    listed = _manifest(real)
-    if listed is None:
-        raise UsageError(f"--report {folder} already holds files that are not a report of this main.py "
-                         f"({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}; a report of an older version "
-                         f"has no {MANIFEST} and is not replaced either); {CHOOSE}")
-    others = [n for n in names if n not in listed and n != MANIFEST]
-    if others:
-        raise UsageError(f"--report {folder} holds an earlier report and other files too "
-                         f"({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}); move them out or {CHOOSE}")
-    for name, digest in listed.items():  # a file edited since would be lost with the earlier report
-        path = os.path.join(real, name)
-        if os.path.lexists(path) and (not os.path.isfile(path) or sha256(path) != digest):
-            raise UsageError(f'--report {folder}: its {name} was changed after the report was written; '
-                             f'move it out or {CHOOSE}')
-
-
-def check_destination(folder, others=()):
-    """Stop with one line, before any work, unless the report can go into `folder` without losing a file:
-    `folder` is new, empty, or holds an earlier report as written, and is none of the project's own folders
-    (also through links, `..` or another letter case); `others` are files this run also writes (its
-    --out checkpoint), which must not land in it. Returns `folder`'s real path."""
-    folder = expand(os.fspath(folder))
-    real = os.path.realpath(folder)
-    if inside(PROJECT, real):
-        raise UsageError(f'--report {folder} is the project folder, or holds it; {CHOOSE}')
-    for name in PROJECT_FOLDERS:
-        if inside(real, os.path.join(PROJECT, name)):
-            raise UsageError(f"--report {folder} is in the project's {name}/ folder, which holds the project's "
-                             f"own files; {CHOOSE}")
-    for other in others:
-        if inside(expand(os.fspath(other)), real):
-            raise UsageError(f'--report {folder} would also hold {other}, which this run saves; {CHOOSE}, '
-                             'or another --out')
-    if os.path.lexists(real) and not os.path.isdir(real):
-        raise UsageError(f'--report {folder} is a file; {CHOOSE}')
-    if os.path.isdir(real):
-        _check_earlier(folder, real)
-    # the report is built in a temporary folder beside `folder`, then renamed: the folder above must take one
-    place = nearest_existing(os.path.dirname(real))
-    try:
-        if place is None:
-            raise FileNotFoundError(errno.ENOENT, 'its drive is not there')
-        os.rmdir(tempfile.mkdtemp(prefix='.report.', dir=place))
-    except OSError as e:
-        raise UsageError(f'--report {folder}: cannot write in {place or real} ({e.strerror or e}); '
-                         f'{CHOOSE}') from None
-    return real
-
-
-def write(folder, **fields):
-    """Write the report into `folder` whole or not at all; `fields` are _fill's. Any earlier report there
-    is replaced only once the new one is complete; a full disk or Ctrl-C leaves it (or nothing) as it was."""
-    real = check_destination(folder)  # again: the run may have changed the folder since the first check
-    folder = expand(os.fspath(folder))
-    parent = os.path.dirname(real)
-    made = first_missing_folder(parent)  # folders made for the report, removed again if it is not written
-    had = os.path.isdir(real)
-    work = None
-    try:
-        os.makedirs(parent, exist_ok=True)
-        # beside `folder`, so that the swap is a rename on one file system
-        work = tempfile.mkdtemp(prefix=f'.{os.path.basename(real)}.', suffix='.tmp', dir=parent)
-        new = os.path.join(work, 'new')
-        os.mkdir(new)  # with the usual permissions: it becomes `folder`
-        names = _fill(new, **fields)
-        with open(os.path.join(new, MANIFEST), 'w', encoding='utf-8') as f:
-            f.writelines(f'{sha256(os.path.join(new, n))}  {n}\n' for n in names)
-        if had:  # the earlier report (or the empty folder) steps aside, whole, and comes back on any failure
-            os.rename(real, os.path.join(work, 'old'))
-        os.rename(new, real)
-    except OSError as e:
-        was = 'its earlier report is as it was' if had else 'nothing was written'
-        space = 'free some space or ' if e.errno in FULL else ''
-        raise UsageError(f'cannot write the report in {folder} ({e.strerror or e}); {was}; '
-                         f'{space}choose another --report') from None
+        space = 'free some space or ' if e.errno in (errno.ENOSPC, getattr(errno, 'EDQUOT', 0)) else ''
+        raise Mistake(f"cannot write the report in {shown(folder)} ({e.strerror or e}); an earlier report's files "
+                      f'are as they were; {space}choose another --report') from None
     finally:
-        _clean_up(folder, real, work, made)
-    # stderr: the accuracy line stays the last line of the run's output
-    print(f'Report written to {os.path.join(folder, "report.md")}', file=sys.stderr)
-
-
-def _clean_up(folder, real, work, made):
-    """After `write`, failed or not: the earlier report back in place if it stepped aside and the new one did
-    not take its name, then no temporary folder, nor a folder made only for a report that was not written."""
-    if work is not None:
-        old = os.path.join(work, 'old')
-        if os.path.isdir(old) and not os.path.lexists(real):
-            try:
-                os.rename(old, real)
-            except OSError as e:  # keep it where it is rather than lose it
-                raise UsageError(f'cannot put the earlier report back in {folder} ({e.strerror or e}); '
-                                 f'it is whole in {old}: move it back') from None
-        shutil.rmtree(work, ignore_errors=True)
-    if made is not None and not os.path.lexists(real):
-        place = os.path.dirname(real)
-        while inside(place, made):
-            try:
-                os.rmdir(place)  # only when empty: never anything else's
-            except OSError:
-                break
-            place = os.path.dirname(place)
-
-
-def _fill(folder, *, model_name, checkpoint, checkpoint_sha256, device, data_dir, train_images, test_images,
-          settings, step_losses, confusion, train_seconds, test_seconds, accuracy_line, gallery=None):
-    """Draw the figures and write report.md into the new folder `folder`; the names of the files written."""
-    per_class = [100 * row[i] / max(sum(row), 1) for i, row in enumerate(confusion)]
-    figures = _figures(folder, step_losses, per_class, confusion, gallery)
-    fine_tuned = settings['epochs'] > 0
-    lines = [
-        f'# CIFAR-10 run: {model_name}', '',
-        '| | |', '| --- | --- |',
-        f'| model | {model_name} |',
-        f'| checkpoint | `{checkpoint}` |' if checkpoint else '| checkpoint | none: random weights |',
-        f'| checkpoint sha256 | `{checkpoint_sha256}` |' if checkpoint else None,
-        f"| device | {device}, {settings['precision']} |",
-        f'| data | `{data_dir}` ({layout(data_dir) or "torchvision"} layout): {train_images} training, '
-        f'{test_images} test images |',
-        f"| fine-tuning | {settings['epochs']} epoch(s), Adam, lr {settings['learning_rate']}, "
-        f"batch {settings['batch_size']}, seed {settings['seed']}"
-        f"{', plain pipeline' if settings['plain'] else ''} |" if fine_tuned else '| fine-tuning | none (--eval-only) |',
-        f'| fine-tuning time | {train_seconds:.1f} s |' if fine_tuned else None,
-        f'| test time | {test_seconds:.1f} s |',
-        '', '```', accuracy_line, '```', '',
-        '## Per-class accuracy', '', '| class | correct | images | accuracy |', '| --- | ---: | ---: | ---: |',
-    ]
-    for i, (c, row) in enumerate(zip(CLASSES, confusion)):
-        lines.append(f'| {c} | {row[i]} | {sum(row)} | {per_class[i]:.1f} % |')
-    lines += ['', '## Confusion matrix', '', 'Rows are the true class, columns the predicted one.', '',
-              '| | ' + ' | '.join(CLASSES) + ' |', '| --- |' + ' ---: |' * 10]
-    for c, row in zip(CLASSES, confusion):
-        lines.append(f'| **{c}** | ' + ' | '.join(str(n) for n in row) + ' |')
-    pairs = confused_pairs(confusion)
-    if pairs:
-        lines += ['', '## Most-confused pairs', '']
-        for a, b, ab, ba in pairs:
-            lines.append(f'- **{CLASSES[a]} and {CLASSES[b]}**: {ab} {CLASSES[a]} image(s) were called '
-                         f'{CLASSES[b]} and {ba} {CLASSES[b]} image(s) {CLASSES[a]}.')
-    for title, name in figures:
-        lines += ['', f'## {title}', '', f'![{title}]({name})']
-    # UTF-8 whatever the locale (Windows' may be cp949 or cp1252): paths and names may hold any letter
-    with open(os.path.join(folder, 'report.md'), 'w', encoding='utf-8') as f:
-        f.write('\n'.join(line for line in lines if line is not None) + '\n')
-    return [name for _, name in figures] + ['report.md']
+        for tmp in filter(os.path.lexists, staged.values()):
+            os.remove(tmp)
+    print(f"Report written to {os.path.join(os.fspath(folder), 'report.md')}", file=sys.stderr)
 
 
 def plot_training(history, path, title):
-    """Loss and validation accuracy per epoch, and the learning rate, from train.py's per-epoch log."""
-    plt = _pyplot()
-    if plt is None:
+    """Loss, validation accuracy and learning rate per epoch of train.py's log into `path`; False without matplotlib."""
+    if (Figure := _figure_class()) is None:
         return False
-    epochs = [h['epoch'] for h in history]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2), dpi=70)
-    axes[0].plot(epochs, [h['train_loss'] for h in history], marker='.')
-    axes[0].set(xlabel='epoch', ylabel='training loss', title='Training loss')
-    axes[1].plot(epochs, [h['val_accuracy'] for h in history], marker='.', color='tab:green')
-    axes[1].set(xlabel='epoch', ylabel='accuracy (%)', title=f"Validation accuracy (last {history[-1]['val_accuracy']:.2f} %)")
-    axes[2].plot(epochs, [h['lr'] for h in history], marker='.', color='tab:orange')
-    axes[2].set(xlabel='epoch', ylabel='learning rate', title='Learning rate (at each epoch\'s start)')
-    for ax in axes:
+    (fig := Figure(figsize=(12, 3.2), dpi=70, layout='tight')).suptitle(title)
+    for i, (key, label, heading) in enumerate([('train_loss', 'training loss', 'Training loss'), (
+            'val_accuracy', 'accuracy (%)', f"Validation accuracy (last {history[-1]['val_accuracy']:.2f} %)"),
+            ('lr', 'learning rate', "Learning rate (at each epoch's start)")]):
+        ax = fig.add_subplot(1, 3, i + 1, xlabel='epoch', ylabel=label, title=heading)
+        ax.plot([h['epoch'] for h in history], [h[key] for h in history], marker='.', color=f'C{i}')
         ax.grid(alpha=0.3)
-    fig.suptitle(title)
-    fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return True

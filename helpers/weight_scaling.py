@@ -1,45 +1,30 @@
-"""Scale a trained model's weights up so that main.py's Adam epoch barely moves it,
-and fold a BatchNorm VGG16 into the assignment's BN-free one.
+"""Scale a trained model's weights up so that main.py's Adam epoch barely moves it.
 
-Adam moves every weight by about `lr` per step, whatever the size of its
-gradient. Trained convolution weights are ~0.01-0.1, so one epoch at lr 0.001
-(450-500 steps) rewrites them (docs/weight-scaling.md). But most weights only
-matter up to scale:
-
-  * a convolution followed by BatchNorm computes the same function when its
-    weight and bias are multiplied by s and the BatchNorm's running mean by s
-    and running variance by s^2 (training mode normalizes the batch anyway);
-  * a BatchNorm whose output goes through ReLU (and max/avg pooling) into
-    such a convolution can have its affine weight and bias multiplied by s, if
-    that convolution's bias and BatchNorm statistics follow;
-  * VGG's features have no BatchNorm, but ReLU and max-pooling are positively
-    homogeneous and the head's BatchNorm1d absorbs the scale of all of them.
-
-So the same function is stored with large weights, next to which Adam's
-fixed-size steps are small. The state dict keeps the assignment's keys and
-shapes; only the numbers change. `scale_for_adam` works in place and returns
-the model; the factors are powers of two, so the scaled weights are exact
-multiples of the trained ones.
+Adam moves every weight by about `lr` a step whatever its gradient, so one
+epoch at lr 0.001 rewrites trained weights of 0.01-0.1 (docs/weight-scaling.md).
+But most weights only matter up to scale: a convolution followed by BatchNorm
+computes the same when its weight and bias are multiplied by s and the
+BatchNorm's running mean by s and variance by s^2; a BatchNorm feeding ReLU
+(and pooling) into such a pair can scale its affine weight and bias if the
+next pair follows; VGG's BN-free features are positively homogeneous, and its
+head's BatchNorm1d absorbs their product. The factors are powers of two, so
+the stored weights are exact multiples of the trained ones, with the
+assignment's keys and shapes.
 """
 import math
 
 import torch
 import torch.nn as nn
 
-from helpers.model_table import name_of
+from helpers.checkpoints import name_of
 from resnet50_full import ResNet50_layer4
 from vgg16_full import vgg16
 
 
 @torch.no_grad()
 def fold_batchnorm(bn_model):
-    """The assignment's BN-free VGG16 computing what `bn_model`, a VGG16 with
-    BatchNorm after every convolution, computes in eval mode.
-
-    BatchNorm in eval mode is an affine map per channel, y = (x - mean) * g + beta
-    with g = gamma / sqrt(var + eps), so it folds into the convolution before it:
-    weight * g, (bias - mean) * g + beta.
-    """
+    """The assignment's BN-free VGG16 computing what `bn_model` (BatchNorm after each convolution) computes in
+    eval mode: y = (x - mean) * g + beta with g = gamma / sqrt(var + eps) folds into the convolution before it."""
     model = vgg16()
     convs = [m for m in bn_model.features if isinstance(m, nn.Conv2d)]
     bns = [m for m in bn_model.features if isinstance(m, nn.BatchNorm2d)]
@@ -100,16 +85,9 @@ def rescale_resnet(model, conv_scale=RESNET_CONV_SCALE, bn_scale=RESNET_BN_SCALE
 
 @torch.no_grad()
 def rescale_vgg(model, total_bits=60, head_var_bits=115):
-    # Without BatchNorm in the features, each layer's scale multiplies into
-    # the next: all of them meet in the head's BatchNorm1d, whose variance
-    # grows by the square of their product. The budget (2^60) is the most
-    # that keeps that variance inside float32 and bfloat16 range (never
-    # float16); a model whose head varies more gets fewer bits, so that its
-    # variance stays under 2^head_var_bits and batches of about 4,000 stay
-    # safe (largest_safe_batch). Within the budget the smallest weights (the
-    # deep layers') get the largest factors, so that Adam's fixed-size steps
-    # are equally small next to every layer. Why and what was measured:
-    # docs/weight-scaling.md.
+    # The layers' factors multiply into the head's BatchNorm1d variance (squared): 2^60 keeps it inside
+    # float32 and bf16; a head that varies more gets fewer bits, so batches of ~4,000 stay safe. The
+    # smallest weights get the largest factors, so Adam's steps are equally small next to every layer.
     head_var = model.classifier[2].running_var.max().item() + model.classifier[2].eps
     total_bits = min(total_bits, max(0, math.floor((head_var_bits - math.log2(head_var)) / 2)))
     layers = _vgg_layers(model)
@@ -145,14 +123,8 @@ def _multiply_vgg(model, layers, bits):
 
 
 def largest_safe_batch(model):
-    """The largest training batch whose BatchNorm statistics stay inside float32 (None: no limit).
-
-    In training mode BatchNorm sums a batch's squared deviations, about batch x
-    variance, in float32. The VGG16 scaled above holds variances near 1e35 in its
-    head, so a batch of a couple of thousand overflows and that layer outputs
-    zeros. Half the float32 range is kept as margin: a batch's variance can run
-    above the running one (measured: up to 2x on one channel).
-    """
+    """The largest training batch whose BatchNorm statistics (sums of about batch x variance, in float32) stay
+    finite, with half float32's range as margin (a batch's variance ran up to 2x the running one); None: any."""
     variances = [m.running_var.max().item() for m in model.modules()
                  if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and m.running_var is not None]
     if not variances or max(variances) <= 0:
@@ -165,11 +137,8 @@ class ScalingError(ValueError):
 
 
 def looks_scaled(model):
-    """True for a model that scale_for_adam has already scaled: its numbers are far beyond trained ones.
-
-    Trained (and freshly initialised) stem weights have a spread of about 0.01-0.2
-    and VGG16's head BatchNorm variances 1e-3..1e3; scaling multiplies the
-    former by 1024 (ResNet50_layer4) and the latter by about 2^100 (VGG16)."""
+    """True for a model scale_for_adam has scaled: trained stem weights spread 0.01-0.2 and VGG16's head
+    variances 1e-3..1e3; scaling multiplies the former by 1024, the latter by about 2^100."""
     if isinstance(model, ResNet50_layer4):
         return model.layer1[0].weight.float().std().item() > 8
     return model.classifier[2].running_var.median().item() > 1e12
@@ -187,14 +156,9 @@ def scale_for_adam(model):
 
 @torch.no_grad()
 def unscale(model):
-    """A model scale_for_adam scaled, in place back at a trained scale (for training it further).
-
-    ResNet50_layer4's factors are fixed powers of two, so dividing by them gives
-    the trained weights exactly. VGG16's depend on the weights they were applied
-    to and are not stored, so as many bits are taken out as bring the head's
-    BatchNorm1d variance back to about 1 (never so many that its smallest
-    variance nears eps), spread so that each layer lands near a freshly
-    initialised vgg16()'s size: the same function, in weights SGD can train."""
+    """A scaled model back at a trained scale, in place (to train it further): ResNet50_layer4 exactly; VGG16's
+    factors were not stored, so the bits that bring its head variance near 1 (never near eps) come out, spread
+    so that each layer lands near a fresh vgg16()'s size."""
     if name_of(model) == 'resnet50':
         return rescale_resnet(model, 1 / RESNET_CONV_SCALE, 1 / RESNET_BN_SCALE)
     bn = model.classifier[2]

@@ -1,5 +1,6 @@
 """Fixtures: small CIFAR-10-shaped data made here and checkpoints of both models.
 Nothing is downloaded. Running the scripts is tests/scripts.py's."""
+import hashlib
 import os
 import pickle
 import sys
@@ -13,7 +14,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from helpers.data import CLASSES  # noqa: E402
-from helpers.model_table import MODELS  # noqa: E402
+from helpers.checkpoints import MODELS  # noqa: E402
 
 
 def make_image_folder(root, train_per_class=30, test_per_class=10, seed=0):
@@ -30,7 +31,8 @@ def make_image_folder(root, train_per_class=30, test_per_class=10, seed=0):
 
 
 def make_torchvision_layout(root, train_per_batch=40, test=50, seed=1):
-    """DIR/cifar-10-batches-py with the same files and pickles as the real archive."""
+    """DIR/cifar-10-batches-py with the same files and pickles as the real archive, but not its MD5s, which
+    torchvision's CIFAR10 checks: `accept_batches` makes it take these."""
     rng = np.random.default_rng(seed)
     d = os.path.join(root, 'cifar-10-batches-py')
     os.makedirs(d, exist_ok=True)
@@ -47,14 +49,33 @@ def make_torchvision_layout(root, train_per_batch=40, test=50, seed=1):
     return str(root)
 
 
+def accept_batches(monkeypatch, root):
+    """torchvision's CIFAR10 made to expect the MD5s of the batch files now at `root` (a test's tiny ones)."""
+    from torchvision.datasets import CIFAR10
+
+    def md5(name):
+        with open(os.path.join(root, 'cifar-10-batches-py', name), 'rb') as f:
+            return hashlib.md5(f.read()).hexdigest()
+    monkeypatch.setattr(CIFAR10, 'train_list', [[name, md5(name)] for name, _ in CIFAR10.train_list])
+    monkeypatch.setattr(CIFAR10, 'test_list', [[name, md5(name)] for name, _ in CIFAR10.test_list])
+    monkeypatch.setattr(CIFAR10, 'meta', {**CIFAR10.meta, 'md5': md5(CIFAR10.meta['filename'])})
+    return str(root)
+
+
 @pytest.fixture(scope='session')
 def image_folder(tmp_path_factory):
     return make_image_folder(tmp_path_factory.mktemp('folder'))
 
 
 @pytest.fixture(scope='session')
-def torchvision_root(tmp_path_factory):
+def torchvision_files(tmp_path_factory):
     return make_torchvision_layout(tmp_path_factory.mktemp('tv'))
+
+
+@pytest.fixture
+def torchvision_root(torchvision_files, monkeypatch):
+    """A tiny torchvision layout (200 training, 50 test images) that torchvision's CIFAR10 accepts."""
+    return accept_batches(monkeypatch, torchvision_files)
 
 
 @pytest.fixture(scope='session')

@@ -12,6 +12,7 @@ import io
 import os
 import re
 import runpy
+import signal
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -30,13 +31,11 @@ def run(script, *args, cwd=ROOT, timeout=300, env=None):
 
 def in_process(script, *args, cwd=ROOT):
     """`script` ('main.py', 'train.py', a path, or '-m tools.NAME') run by runpy in this process, as
-    `python SCRIPT ARGS` from `cwd`: returncode, stdout and stderr like `run`'s, errors ended as the
-    scripts' excepthook ends them (helpers/errors.py)."""
-    from helpers import errors
+    `python SCRIPT ARGS` from `cwd`: returncode, stdout and stderr like `run`'s (a Mistake's line on stderr)."""
     out, err = io.StringIO(), io.StringIO()
     module = script[3:] if script.startswith('-m ') else None
     path = None if module else os.path.join(ROOT, script)
-    argv, hook, here = sys.argv, sys.excepthook, os.getcwd()
+    saved = sys.argv, sys.excepthook, signal.getsignal(signal.SIGINT), os.getcwd()
     sys.argv = [path or module, *map(str, args)]
     code = 0
     try:
@@ -47,18 +46,15 @@ def in_process(script, *args, cwd=ROOT):
                     runpy.run_module(module, run_name='__main__', alter_sys=True)
                 else:
                     runpy.run_path(path, run_name='__main__')
-            except SystemExit as e:  # argparse: --help (0) and bad flags (2)
-                code = e.code if isinstance(e.code, int) else 1
-            except Exception as e:  # noqa: BLE001 - what the excepthook would see
-                known = errors.one_line(e)
-                if known is None:
-                    raise
-                code, line = known
-                print(line, file=sys.stderr)
+            except SystemExit as e:  # as Python ends on one: an int is the code, a text is printed, code 1
+                code = e.code if isinstance(e.code, int) or e.code is None else 1
+                if not isinstance(e.code, int) and e.code is not None:
+                    print(e.code, file=sys.stderr)
     finally:
-        sys.argv, sys.excepthook = argv, hook
-        os.chdir(here)
-    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+        sys.argv, sys.excepthook = saved[:2]
+        signal.signal(signal.SIGINT, saved[2])
+        os.chdir(saved[3])
+    return SimpleNamespace(returncode=code or 0, stdout=out.getvalue(), stderr=err.getvalue())
 
 
 def main(*args, script='main.py', cwd=ROOT):

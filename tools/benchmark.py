@@ -1,19 +1,10 @@
-"""Time main.py's fast default against the assignment's plain pipeline.
+"""Time main.py's fast default against the assignment's plain pipeline: whole
+`python main.py` runs, the same data, checkpoint and seed per round, the arms
+in alternating order so that a busy machine slows them alike. --train-images
+and --test-images cut an image folder down (symlinks to the first images of
+each class). Arms: plain (--plain), fast (the default), float32 (--bf16 off).
 
-Each arm runs as whole `python main.py` processes (start to the accuracy line),
-on the same data and checkpoint; every round runs all arms with the same seed,
-in alternating order, so that a busy machine slows them alike. Prints each run,
-then per arm the mean time, its speed-up over the first arm and the accuracies.
-
-    python -m tools.benchmark --data DIR --model resnet50 \
-        [--train-images 5000 --test-images 1000] [--rounds 3] [--seeds 0 1 2] \
-        [--arms plain fast float32]
-
-Arms: `plain` (main.py --plain, the assignment's pipeline), `fast` (the
-default), `float32` (the fast path with --bf16 off). With
---train-images/--test-images an image folder is cut down (symlinks in a
-temporary folder, the first images of each class) so that a CPU run takes
-minutes, not hours.
+    python -m tools.benchmark --data DIR --model resnet50 [--rounds 3] [--seeds 0 1 2] [--arms plain fast]
 """
 import os
 import re
@@ -24,8 +15,8 @@ import tempfile
 import time
 
 from helpers.data import CLASSES, layout
-from helpers.flags import Parser, positive_int
-from helpers.model_table import PRETRAINED
+from helpers.checkpoints import MODELS, PRETRAINED
+from helpers.settings import Parser, number
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ACCURACY = re.compile(r'Accuracy of the model on the test images: ([\d.]+) %')
@@ -55,12 +46,12 @@ def run(args, data, arm, seed, out):
 def main():
     p = Parser(prog='python -m tools.benchmark', description=__doc__.splitlines()[0])
     p.add_argument('--data', required=True)
-    p.add_model_flag(default='resnet50')
+    p.add_argument('--model', choices=sorted(MODELS), default='resnet50')
     p.add_argument('--checkpoint', help='default: the shipped one of --model')
-    p.add_device_flag()
-    p.add_argument('--train-images', type=positive_int, help='use this many training images (image folders only)')
-    p.add_argument('--test-images', type=positive_int, help='and this many test images')
-    p.add_argument('--rounds', type=positive_int, default=3)
+    p.add_argument('--device', default='auto')
+    p.add_argument('--train-images', type=number(), help='use this many training images (image folders only)')
+    p.add_argument('--test-images', type=number(), help='and this many test images')
+    p.add_argument('--rounds', type=number(), default=3)
     p.add_argument('--seeds', type=int, nargs='+', default=[0], metavar='N',
                    help='round i runs with the i-th seed, cycling (default: 0)')
     p.add_argument('--arms', nargs='+', choices=list(ARMS), default=['plain', 'fast'],

@@ -1,43 +1,32 @@
 """Draw a train.py run's curves (loss, validation accuracy, learning rate per
-epoch) from the log it writes beside its state.
+epoch) from the state it writes beside its checkpoint.
 
-    python -m tools.training_curves outputs/vgg16.ckpt.state.json docs/vgg16_training.png --title "VGG16"
+    python -m tools.training_curves outputs/vgg16.ckpt.state docs/vgg16_training.png --title "VGG16"
 """
-import json
+import os
 
-from helpers import errors, flags
+import torch
+
+from helpers import errors, paths
+from helpers.errors import Mistake
 from helpers.report import plot_training
-
-
-HINT = 'give the STATE.json that train.py writes beside its state'
-FIELDS = {'epoch', 'train_loss', 'val_accuracy', 'lr'}
-
-
-def read_log(path):
-    try:
-        with open(path) as f:
-            history = json.load(f)
-    except FileNotFoundError:
-        raise errors.UsageError(f'{path} not found; {HINT}') from None
-    except (OSError, ValueError):  # a folder, unreadable, not JSON
-        history = None
-    if not (isinstance(history, list) and history and all(isinstance(h, dict) and FIELDS <= h.keys() for h in history)):
-        raise errors.UsageError(f"{path} is not train.py's per-epoch log; {HINT}")
-    return history
+from helpers.settings import Parser, path_text
 
 
 def main(argv=None):
-    p = flags.Parser(prog='python -m tools.training_curves', description=__doc__.splitlines()[0])
-    p.add_argument('log', help="train.py's per-epoch log, STATE.json")
-    p.add_argument('png')
+    p = Parser(prog='python -m tools.training_curves', description=__doc__.splitlines()[0])
+    p.add_argument('state', type=path_text, help="train.py's OUT.state")
+    p.add_argument('png', type=path_text)
     p.add_argument('--title', default='')
     args = p.parse_args(argv)
-    history = read_log(args.log)
+    if not os.path.isfile(args.state):
+        raise paths.missing(args.state, "train.py's state", 'give the OUT.state file train.py writes')
+    paths.check_output(args.png, 'PNG', suffixes=('.png',))
     try:
-        drawn = plot_training(history, args.png, args.title or args.log)
-    except (OSError, ValueError) as e:  # a folder that does not exist, a format matplotlib does not know
-        raise errors.UsageError(f'cannot write {args.png} ({e}); give a .png path in a folder that exists') from None
-    if drawn:
+        history = torch.load(args.state, weights_only=True)['history']
+    except Exception:  # noqa: BLE001 - whatever it is, it is not a state train.py wrote
+        raise Mistake(f"{paths.shown(args.state)} is not train.py's state; give the OUT.state file it writes") from None
+    if plot_training(history, args.png, args.title or args.state):
         print(f'wrote {args.png}')
 
 
