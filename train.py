@@ -2,7 +2,6 @@
 
     python train.py --model resnet50 --data DIR --epochs 50 --out outputs/resnet50.ckpt
     python train.py --resume outputs/resnet50.ckpt.state      # after an interruption or --stop-after
-    torchrun --standalone --nproc_per_node 2 train.py --model resnet50 --data DIR --out PATH
 
 The recipe and its options: docs/training.md. After every epoch the whole run is saved to OUT.state
 (its 'history' is the per-epoch log); --resume goes on to the weights an uninterrupted run gets. At the
@@ -14,7 +13,6 @@ import sys
 import time
 
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.optim.swa_utils import SWALR, AveragedModel, update_bn
@@ -36,7 +34,7 @@ def parse(argv):
     p.add_argument('--data', type=path_text, metavar='DIR', default='./data', help='CIFAR-10 root or image folder')
     p.add_argument('--out', type=path_text, metavar='PATH', help='the checkpoint; the state goes to PATH.state')
     p.add_argument('--epochs', type=number(), default=30)
-    p.add_argument('--batch-size', type=number(), default=128, help='per process')
+    p.add_argument('--batch-size', type=number(), default=128, help='images a step')
     p.add_argument('--lr', type=number(float, 1e-12), default=0.1, help='peak of the one-cycle schedule')
     p.add_argument('--momentum', type=number(float, 0, 1), default=0.9)
     p.add_argument('--weight-decay', type=number(float, 0), default=5e-4)
@@ -94,31 +92,21 @@ def main():
     reading = [args.init]
     paths.check_output(args.out, '--out', reading + [args.resume])  # before any work, not after hours of it
     paths.check_output(state_path, '--resume' if args.resume else '--out', reading, suffixes=('.state',))
-    world, rank = int(os.environ.get('WORLD_SIZE', 1)), int(os.environ.get('RANK', 0))
     device = devices.pick_device(args.device)
-    if world > 1:  # under torchrun: a GPU per process where there are GPUs
-        if device.type == 'cuda':
-            device, gpus = torch.device('cuda', int(os.environ['LOCAL_RANK'])), torch.cuda.device_count()
-            if device.index >= gpus:
-                raise errors.Mistake(f'{world} processes need as many GPUs, and there are {gpus}: use torchrun '
-                                     f'--nproc_per_node {gpus}, or --device cpu')
-            torch.cuda.set_device(device)
-        dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
-    log = print if rank == 0 else (lambda *a, **k: None)
     autocast = devices.autocast(device, bf16=args.bf16 == 'auto')
-    log(f'train.py: {TITLES[args.model]}{" with BatchNorm" if args.batch_norm else ""}, world size {world}, '
-        f'device {device}, {devices.precision(autocast, device)}, data {args.data}'
-        + (f', resuming {args.resume} after epoch {state["epoch"]}' if state else ''))
+    print(f'train.py: {TITLES[args.model]}{" with BatchNorm" if args.batch_norm else ""}, '
+          f'device {device}, {devices.precision(autocast, device)}, data {args.data}'
+          + (f', resuming {args.resume} after epoch {state["epoch"]}' if state else ''))
     torch.manual_seed(args.seed)
     model = first_model(args, state)
     train_loader, val_loader = data.tensor_loaders(
-        args.data, args.batch_size, device, args.seed, holdout=args.holdout, test_batch_size=500, rank=rank,
-        world=world, channels_last=fast_path.channels_last(model, device))
-    log(f'{len(train_loader.labels)} training images, {len(val_loader.labels)} validation images '
-        + ('(held out of the training split)' if args.holdout else '(the test split)'))
+        args.data, args.batch_size, device, args.seed, holdout=args.holdout, test_batch_size=500,
+        channels_last=fast_path.channels_last(model, device))
+    print(f'{len(train_loader.labels)} training images, {len(val_loader.labels)} validation images '
+          + ('(held out of the training split)' if args.holdout else '(the test split)'))
     model = fast_path.prepare(model, device, bf16=isinstance(autocast, torch.autocast))
-    net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    optimizer = torch.optim.SGD(net.parameters(), args.lr, args.momentum, weight_decay=args.weight_decay, nesterov=True)
+    optimizer = torch.optim.SGD(model.parameters(), args.lr, args.momentum, weight_decay=args.weight_decay,
+                                nesterov=True)
     steps = args.epochs * len(train_loader)  # OneCycleLR divides by zero for a warm-up of exactly one step
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=steps,
                                                     pct_start=0.3 if steps == 4 else 0.25)
@@ -133,30 +121,27 @@ def main():
         if averaging and held is None:
             args.swa_lr = args.swa_lr or scheduler.get_last_lr()[0]  # kept in the state's settings
             held = SWALR(optimizer, args.swa_lr, anneal_epochs=0)
-            log(f'from epoch {args.swa_from} on: learning rate {args.swa_lr:.4g}, weights averaged')
+            print(f'from epoch {args.swa_from} on: learning rate {args.swa_lr:.4g}, weights averaged')
         lr = optimizer.param_groups[0]['lr']
-        loss = train_one_epoch(args, net, train_loader, optimizer, None if averaging else scheduler, autocast,
-                               f'epoch {epoch + 1}/{args.epochs}', bar=rank == 0)
+        loss = train_one_epoch(args, model, train_loader, optimizer, None if averaging else scheduler, autocast,
+                               f'epoch {epoch + 1}/{args.epochs}')
         if averaging:
             average.update_parameters(model)
         accuracy = evaluate(model, val_loader, autocast)
         seconds = time.time() - start
         history.append(dict(epoch=epoch + 1, train_loss=loss, val_accuracy=accuracy, lr=lr, seconds=seconds))
-        log(f'epoch {epoch + 1}/{args.epochs}: loss {loss:.4f}, validation accuracy {accuracy:.2f} %, {seconds:.0f} s')
-        if rank == 0:  # refused, and the run ended, once the weights hold NaN (it diverged)
-            save(dict(args=vars(args), epoch=epoch + 1, history=history, data=seen, model=model.state_dict(),
-                      optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                      average=average.state_dict() if average is not None else None, rng=torch.get_rng_state(),
-                      loader_rng=train_loader.generator.get_state(),
-                      cuda_rng=torch.cuda.get_rng_state(device) if device.type == 'cuda' else None), state_path)
+        print(f'epoch {epoch + 1}/{args.epochs}: loss {loss:.4f}, validation accuracy {accuracy:.2f} %, '
+              f'{seconds:.0f} s')
+        save(dict(args=vars(args), epoch=epoch + 1, history=history, data=seen, model=model.state_dict(),  # NaN: no
+                  optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), rng=torch.get_rng_state(),
+                  average=average.state_dict() if average is not None else None,
+                  loader_rng=train_loader.generator.get_state(),
+                  cuda_rng=torch.cuda.get_rng_state(device) if device.type == 'cuda' else None), state_path)
         if args.stop_after and epoch + 1 - first >= args.stop_after and epoch + 1 < args.epochs:
-            log(f'stopped after epoch {epoch + 1} of {args.epochs}; go on with: python train.py --resume {state_path}')
+            print(f'stopped after epoch {epoch + 1} of {args.epochs}; go on: python train.py --resume {state_path}')
             break
     else:  # every epoch done (resuming a finished run writes its checkpoint again)
-        if rank == 0:
-            finish(args, model, average, train_loader, val_loader, device, autocast, log)
-    if world > 1:
-        dist.destroy_process_group()
+        finish(args, model, average, train_loader, val_loader, device, autocast)
 
 
 def first_model(args, state):
@@ -193,11 +178,11 @@ def restore(state, model, optimizer, scheduler, average, train_loader, device):
     return state['history'], state['epoch']
 
 
-def train_one_epoch(args, net, loader, optimizer, scheduler, autocast, desc, bar):
+def train_one_epoch(args, net, loader, optimizer, scheduler, autocast, desc):
     """One pass over the training images (SAM's two a step with --sam); the mean loss."""
     net.train()
     total = 0
-    for images, labels in (progress(loader, desc) if bar else loader):
+    for images, labels in progress(loader, desc):
         def loss_now():
             with autocast:
                 outputs = net(images)
@@ -244,13 +229,13 @@ def evaluate(model, loader, autocast):
     return 100 * correct.item() / len(loader.labels)
 
 
-def finish(args, model, average, train_loader, val_loader, device, autocast, log):
+def finish(args, model, average, train_loader, val_loader, device, autocast):
     """The assignment's plain state dict: averaged, folded, scaled for the Adam epoch, tested as stored, saved."""
     if average is not None:
         with autocast:
             update_bn(train_loader, average)  # BatchNorm statistics of the averaged weights
         model = average.module
-        log(f'using the average of epochs {args.swa_from} to {args.epochs} (BatchNorm statistics recomputed)')
+        print(f'using the average of epochs {args.swa_from} to {args.epochs} (BatchNorm statistics recomputed)')
     model = model.float().to(memory_format=torch.contiguous_format).cpu()
     model = fold_batchnorm(model) if args.batch_norm else model
     if not args.no_rescale:
@@ -259,9 +244,9 @@ def finish(args, model, average, train_loader, val_loader, device, autocast, log
     stored = fast_path.prepare(MODELS[args.model](), device)  # what is saved is what is measured, as main.py does
     stored.load_state_dict(weights)
     accuracy = evaluate(stored, val_loader, devices.autocast(device, bf16=False))
-    log(f'saved model: validation accuracy {accuracy:.2f} % (float32)')
+    print(f'saved model: validation accuracy {accuracy:.2f} % (float32)')
     save(weights, args.out)
-    log(f'wrote {args.out}')
+    print(f'wrote {args.out}')
 
 
 if __name__ == '__main__':

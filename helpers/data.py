@@ -217,13 +217,13 @@ def hold_out(images, labels, n):
 
 
 def tensor_loaders(root, batch_size, device, seed=None, train=True, holdout=0, test_batch_size=None,
-                   rank=0, world=1, channels_last=True):
+                   channels_last=True):
     """(train, test) TensorLoaders (train=False: None, test; holdout=N: N training images test instead)."""
     train_data = decode(root, 'train') if train or holdout else None
     train_data, test_data = hold_out(*train_data, holdout) if holdout else (train_data, decode(root, 'test'))
     test = TensorLoader(*test_data, test_batch_size or batch_size, device=device, channels_last=channels_last)
-    return (TensorLoader(*train_data, batch_size, train=True, device=device, channels_last=channels_last, seed=seed,
-                         rank=rank, world=world) if train else None), test
+    return (TensorLoader(*train_data, batch_size, train=True, device=device, channels_last=channels_last, seed=seed)
+            if train else None), test
 
 
 def random_crop_flip(images, padding=4, generator=None):
@@ -255,29 +255,23 @@ def denormalize(images):
 
 
 class TensorLoader:
-    """(images, labels) batches as a DataLoader over the assignment's transforms gives; with `world` > 1 each rank
-    reads an equal share of each epoch (DistributedDataParallel)."""
+    """(images, labels) batches on `device`, as a DataLoader over the assignment's transforms gives."""
 
     def __init__(self, images, labels, batch_size=100, train=False, device='cpu',
-                 channels_last=False, seed=None, rank=0, world=1):
+                 channels_last=False, seed=None):
         self.images, self.labels = images.to(device), labels.to(device)
-        self.batch_size, self.train, self.device = batch_size, train, torch.device(device)
-        self.channels_last, self.rank, self.world = channels_last, rank, world
+        self.batch_size, self.train, self.channels_last = batch_size, train, channels_last
+        self.device = torch.device(device)
         self.generator = torch.Generator().manual_seed(torch.initial_seed() if seed is None else seed)
         self.dataset = images  # len(loader.dataset) works as with a DataLoader
 
-    def _share(self):
-        """Images per rank; with several ranks the few left over (fewer than `world`) sit out this epoch."""
-        return len(self.labels) // self.world if self.world > 1 else len(self.labels)
-
     def __len__(self):
-        batches = math.ceil(self._share() / self.batch_size)
-        return batches - 1 if self.train and self._share() % self.batch_size == 1 and batches > 1 else batches
+        batches = math.ceil(len(self.labels) / self.batch_size)
+        return batches - 1 if self.train and len(self.labels) % self.batch_size == 1 and batches > 1 else batches
 
     def __iter__(self):
         n = len(self.labels)
-        order = torch.randperm(n, generator=self.generator) if self.train else torch.arange(n)
-        order = order[self.rank::self.world][:self._share()].to(self.device)
+        order = (torch.randperm(n, generator=self.generator) if self.train else torch.arange(n)).to(self.device)
         for idx in order.split(self.batch_size)[:len(self)]:
             x = self.images[idx]
             if self.train:

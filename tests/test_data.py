@@ -104,18 +104,6 @@ def test_crop_flip_draws_torchvisions_crops_and_flips_equally_often():
     assert abs(counts[0][1::2].sum() - 0.5) < 0.03
 
 
-def test_every_rank_takes_the_same_steps_and_sees_its_own_share():
-    images, labels = torch.zeros(51, 3, 8, 8, dtype=torch.uint8), torch.arange(51)
-    for batch in (5, 10):  # shares of 26 and 25 would give one rank 6 batches of 5 and the other 5
-        shards = [TensorLoader(images, labels, batch, train=True, seed=0, rank=r, world=2) for r in range(2)]
-        sizes = [[len(y) for _, y in s] for s in shards]
-        assert sizes[0] == sizes[1] and len(shards[0]) == len(sizes[0])
-        seen = torch.cat([y for s in shards for _, y in s])
-        assert len(set(seen.tolist())) == len(seen) == 50  # one image sits out, none twice
-    loader = TensorLoader(images, labels, 10, train=True, seed=0)
-    assert not torch.equal(*[torch.cat([y for _, y in loader]) for _ in range(2)])  # shuffled afresh each epoch
-
-
 def test_a_last_training_batch_of_one_image_is_dropped_in_both_pipelines(tmp_path):
     images, labels = torch.zeros(21, 3, 8, 8, dtype=torch.uint8), torch.arange(21)
     assert [len(y) for _, y in TensorLoader(images, labels, 10, train=True)] == [10, 10]

@@ -11,7 +11,7 @@ from conftest import make_image_folder
 from helpers import checkpoints
 from helpers.checkpoints import MODELS
 from helpers.weight_scaling import looks_scaled, scale_for_adam, unscale
-from scripts import ROOT, main, one_line_error, run, train
+from scripts import ROOT, one_line_error, train
 from vgg16_full import VGG, cfg, make_layers
 
 CPU = ['--device', 'cpu', '--batch-size', 25]
@@ -181,14 +181,3 @@ def test_init_starts_from_a_scaled_checkpoint_scaled_back(folder, tmp_path):
     saved = weights(tmp_path / 'more.ckpt')
     for key, p in start.named_parameters():
         assert torch.allclose(saved[key], p, rtol=1e-5, atol=1e-7), key
-
-
-@pytest.mark.slow
-def test_torchrun_with_two_processes_writes_a_checkpoint_main_py_tests(folder, tmp_path):
-    out = tmp_path / 'ddp.ckpt'
-    r = run('-m torch.distributed.run', '--standalone', '--nproc_per_node', 2, os.path.join(ROOT, 'train.py'),
-            '--model', 'resnet50', '--data', folder, '--epochs', 1, *SMALL, '--out', out,
-            env={'OMP_NUM_THREADS': '1'}, timeout=600)
-    assert r.returncode == 0 and 'world size 2' in r.stdout, r.stdout[-2000:] + r.stderr[-3000:]
-    r = main('--model', 'resnet50', '--data', folder, '--checkpoint', out, '--eval-only', '--device', 'cpu')
-    assert r.returncode == 0, r.stderr
