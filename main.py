@@ -10,7 +10,7 @@ from helpers.checkpoints import save, sha256
 from helpers.progress import progress
 from helpers.report import Gallery, write as write_report
 from resnet50_full import ResNet50_layer4
-from vgg16_full import vgg16
+from vgg16_full import vgg16  # noqa: F401 - for the "Choose model" lines
 
 errors.install()
 
@@ -36,7 +36,6 @@ bf16 = 'auto'        # 'auto': bf16 autocast where the CPU or GPU computes bf16 
 report = None        # a folder for report.md and its figures
 ###########################################################
 model_name = settings.apply(globals())  # flags override the lines above; every setting is checked
-
 # The checkpoint, CIFAR-10 (random crop with padding 4 and horizontal flip for training), the device
 run = setup.prepare(model, PATH, data_dir, batch_size, device, seed, eval_only, plain, bf16)
 model, train_loader, test_loader, autocast = run.model, run.train_loader, run.test_loader, run.autocast
@@ -45,17 +44,18 @@ model, train_loader, test_loader, autocast = run.model, run.train_loader, run.te
 criterion = nn.CrossEntropyLoss()
 optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate, **run.adam_options)
 
+
 # For updating learning rate
 def update_lr(optimizer, lr):
     for param_group in optimizer.param_groups:
         param_group['lr'] = lr
 
+
 # Train the model
 step_losses = []  # kept on the device: reading each loss would make a GPU wait every step
 start = time.perf_counter()
 if not eval_only:
-    total_step = len(train_loader)
-    curr_lr = learning_rate
+    total_step, curr_lr = len(train_loader), learning_rate
     for epoch in range(num_epochs):
         model.train()
         train_loss = 0

@@ -90,7 +90,8 @@ def read(path, hint=HINT):
                           'and loading it could run that code; save a plain state dict: '
                           'torch.save(model.state_dict(), PATH)') from None
         # the weights-only unpickler's own message is advice to load unsafely, not a reason
-        why = '' if isinstance(e, pickle.UnpicklingError) else f' ({(" ".join(str(e).split()) or type(e).__name__)[:160]})'
+        text = ' '.join(str(e).split())[:160] or type(e).__name__
+        why = '' if isinstance(e, pickle.UnpicklingError) else f' ({text})'
         raise Mistake(f'{path} is not a PyTorch checkpoint, or is damaged{why}; download or copy it again') from None
     return _weights(state, path)
 

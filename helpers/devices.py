@@ -31,8 +31,7 @@ def parse_device(choice):
     except (RuntimeError, ValueError):
         raise Mistake(f"device '{choice}' is not a device PyTorch knows; use {DEVICE_HELP}") from None
     if device.type not in ('cpu', 'cuda', 'mps'):
-        raise Mistake(f"device '{choice}': this project runs on the CPU, CUDA GPUs or the Apple GPU; "
-                         f"use {DEVICE_HELP}")
+        raise Mistake(f"device '{choice}': this project runs on the CPU, CUDA GPUs or the Apple GPU; use {DEVICE_HELP}")
     return device
 
 

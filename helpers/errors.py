@@ -87,7 +87,9 @@ def install():
 
         def showtraceback(exc_tuple=None, *args, **kwargs):
             error = (exc_tuple or sys.exc_info())[1]
-            return print(error.code, file=sys.stderr) if isinstance(error, Mistake) else show(exc_tuple, *args, **kwargs)
+            if isinstance(error, Mistake):
+                return print(error.code, file=sys.stderr)
+            return show(exc_tuple, *args, **kwargs)
         showtraceback.one_line = True
         shell.showtraceback = showtraceback
         warnings.filterwarnings('ignore', "To exit: use 'exit', 'quit', or Ctrl-D.")

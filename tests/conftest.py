@@ -88,3 +88,15 @@ def checkpoints(tmp_path_factory):
         paths[name] = str(d / f'{name}.ckpt')
         torch.save(build().state_dict(), paths[name])
     return paths
+
+
+def symlink_or_skip(target, link):
+    """A symlink at `link` to the folder `target`, or a skip where this machine makes none that Python follows
+    (Windows without Developer Mode refuses; Wine pretends): tried, not guessed from the OS's name."""
+    try:
+        os.symlink(target, link, target_is_directory=True)
+    except (OSError, NotImplementedError) as e:
+        pytest.skip(f'this machine makes no symlinks ({e})')
+    if not (os.path.islink(link) and os.path.samefile(os.path.realpath(link), target)):
+        pytest.skip('this machine makes symlinks that Python does not follow (Wine)')
+    return link

@@ -7,8 +7,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from helpers import checkpoints, paths
+from helpers import paths
 from helpers.checkpoints import MODELS, PRETRAINED, load, save
+from conftest import symlink_or_skip
 from scripts import ROOT
 from vgg16_full import VGG, cfg, make_layers
 
@@ -106,7 +107,8 @@ def test_a_changed_shipped_checkpoint_is_named_with_how_to_restore_it(tmp_path):
     with open(copy / 'vgg16_cifar10.ckpt', 'r+b') as f:
         f.seek(-5000, os.SEEK_END)
         f.write(b'\0' * 10)
-    assert 'does not match its line in SHA256SUMS' in error_of(load, MODELS['vgg16'](), str(copy / 'vgg16_cifar10.ckpt'))
+    said = error_of(load, MODELS['vgg16'](), str(copy / 'vgg16_cifar10.ckpt'))
+    assert 'does not match its line in SHA256SUMS' in said
 
 
 def test_a_save_that_fails_midway_leaves_the_earlier_file_and_no_temporary_file(tmp_path, resnet_state, monkeypatch):
@@ -132,16 +134,14 @@ def test_saved_files_get_the_usual_permissions_and_load_anywhere(tmp_path):
 
 
 def test_nothing_is_written_into_the_shipped_folder_however_it_is_spelt(tmp_path):
-    spellings = [os.path.join(ROOT, 'checkpoints', 'x.ckpt'), os.path.join(ROOT, 'tests', '..', 'checkpoints', 'x.ckpt')]
-    try:
-        os.symlink(os.path.join(ROOT, 'checkpoints'), tmp_path / 'link')
-        spellings.append(str(tmp_path / 'link' / 'x.ckpt'))
-    except (OSError, NotImplementedError):
-        pass  # this machine makes no symlinks (Windows without Developer Mode)
+    spellings = [os.path.join(ROOT, 'checkpoints', 'x.ckpt'), os.path.join(ROOT, 'tests', '..', 'checkpoints', 'x.pt')]
     if os.path.exists(os.path.join(ROOT, 'CHECKPOINTS')):  # a case-insensitive file system (macOS, Windows)
         spellings.append(os.path.join(ROOT, 'CHECKPOINTS', 'x.ckpt'))
     for path in spellings:
         assert 'holds only the shipped checkpoints' in error_of(paths.check_output, path, '--out')
+    symlink_or_skip(os.path.join(ROOT, 'checkpoints'), tmp_path / 'link')
+    said = error_of(paths.check_output, str(tmp_path / 'link' / 'x.ckpt'), '--out')
+    assert 'holds only the shipped checkpoints' in said
 
 
 def test_shown_paths_make_hidden_characters_visible():

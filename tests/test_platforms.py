@@ -115,4 +115,3 @@ def test_an_output_on_a_drive_with_nothing_mounted_is_one_line_not_a_hang(monkey
     monkeypatch.setattr(os.path, 'exists', lambda p, real=os.path.exists: os.path.abspath(p) not in gone and real(p))
     with pytest.raises(Mistake, match=re.escape(f': {root} is not there (no drive or disk mounted?)')):
         paths.check_output(out, '--out')
-
