@@ -8,7 +8,7 @@ from tqdm import tqdm
 from helpers import errors, settings, setup
 from helpers.checkpoints import save, sha256
 from helpers.progress import progress
-from helpers.report import Gallery, write as write_report
+from helpers.report import write as write_report
 from resnet50_full import ResNet50_layer4
 from vgg16_full import vgg16  # noqa: F401 - for the "Choose model" lines
 
@@ -37,7 +37,7 @@ report = None        # a folder for report.md and its figures
 ###########################################################
 model_name = settings.apply(globals())  # flags override the lines above; every setting is checked
 # The checkpoint, CIFAR-10 (random crop with padding 4 and horizontal flip for training), the device
-run = setup.prepare(model, PATH, data_dir, batch_size, device, seed, eval_only, plain, bf16)
+run = setup.prepare(model, PATH, data_dir, batch_size, device, seed, eval_only, plain, bf16, report)
 model, train_loader, test_loader, autocast = run.model, run.train_loader, run.test_loader, run.autocast
 
 # Loss and optimizer
@@ -85,6 +85,7 @@ if not eval_only:
         if (epoch + 1) % 20 == 0:
             curr_lr /= 3
             update_lr(optimizer, curr_lr)
+            save(model.state_dict(), f'{out.rpartition(".")[0]}_epoch{epoch + 1}.ckpt')
 
     # Save the model checkpoint
     save(model.state_dict(), out)
@@ -94,7 +95,6 @@ train_seconds, start = time.perf_counter() - start, time.perf_counter()
 # Test the model
 model.eval()
 confusion = torch.zeros(10, 10, dtype=torch.long, device=device)  # rows: true class, columns: predicted
-gallery = Gallery() if report else None  # the test images a report shows, kept as they go by
 with torch.no_grad():
     for images, labels in progress(test_loader, 'test'):
         images, labels = images.to(device), labels.to(device)
@@ -103,7 +103,7 @@ with torch.no_grad():
         _, predicted = torch.max(outputs.data, 1)
         confusion += torch.bincount(labels * 10 + predicted, minlength=100).view(10, 10)
         if report:
-            gallery.add(images, labels, outputs)
+            run.gallery.add(images, labels, outputs)  # the few test images a report shows
 correct, total = confusion.trace().item(), confusion.sum().item()
 
 setup.print_per_class(confusion)
@@ -117,4 +117,4 @@ if report:
         epochs=0 if eval_only else num_epochs, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
         plain=plain, confusion=confusion.tolist(), step_losses=[loss.item() for loss in step_losses],
         train_seconds=train_seconds, test_seconds=time.perf_counter() - start, accuracy_line=accuracy_line,
-        gallery=gallery))
+        gallery=run.gallery))

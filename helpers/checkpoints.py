@@ -69,7 +69,7 @@ def listed_sum(path):
 
 
 def read(path, hint=HINT):
-    """The weights in checkpoint `path`, as a dict of tensors, or a Mistake saying what is wrong."""
+    """The dicts of weights in checkpoint `path` (usually one), or a Mistake saying what is wrong."""
     if not os.path.isfile(path):
         if os.path.isdir(path):
             raise Mistake(f'{paths.shown(path)} is a folder; give a checkpoint file in it')
@@ -89,33 +89,31 @@ def read(path, hint=HINT):
             raise Mistake(f'refused to load {path}: it holds pickled code or objects ({unsafe[0]}), not just weights, '
                           'and loading it could run that code; save a plain state dict: '
                           'torch.save(model.state_dict(), PATH)') from None
-        # the weights-only unpickler's own message is advice to load unsafely, not a reason
+        # torch's advice to load with weights_only=False is never a reason to show
         text = ' '.join(str(e).split())[:160] or type(e).__name__
-        why = '' if isinstance(e, pickle.UnpicklingError) else f' ({text})'
+        why = '' if isinstance(e, pickle.UnpicklingError) or 'weights_only' in text else f' ({text})'
         raise Mistake(f'{path} is not a PyTorch checkpoint, or is damaged{why}; download or copy it again') from None
-    return _weights(state, path)
+    return _candidates(state, path)
 
 
 def _is_weights(value):
     return isinstance(value, dict) and bool(value) and all(isinstance(v, torch.Tensor) for v in value.values())
 
 
-def _weights(state, path):
-    """The dict of tensors in what torch.load gave: itself, or the one wrapped entry holding weights."""
-    if isinstance(state, dict) and {'args', 'epoch', 'optimizer'} <= state.keys():
+def _candidates(state, path):
+    """The dicts of tensors in what torch.load gave: itself, or its entries that hold weights ('state_dict' first;
+    a model's weights beside an EMA copy, say, are both candidates, and the one that fits the model is taken)."""
+    if isinstance(state, dict) and {'args', 'epoch', 'history', 'model', 'optimizer'} <= state.keys():
         raise Mistake(f"{path} is train.py's training state, not a checkpoint; pass the checkpoint train.py wrote, "
                       f"or go on training with python train.py --resume {path}")
     if _is_weights(state):
-        return state
-    found = [v for k, v in state.items() if _is_weights(v)] if isinstance(state, dict) else []
-    if isinstance(state, dict) and _is_weights(state.get('state_dict')):
-        found = [state['state_dict']]
-    if len(found) == 1:
-        return found[0]
+        return [state]
+    found = [v for v in state.values() if _is_weights(v)] if isinstance(state, dict) else []
+    if found:
+        return sorted(found, key=lambda v: v is not state.get('state_dict'))
     what = (f"a dict of {', '.join(map(repr, list(state)[:5]))}" if isinstance(state, dict)
             else f'a {type(state).__name__}')
-    raise Mistake(f'{path} is not a state dict of one model (it holds {what}); save one with '
-                  'torch.save(model.state_dict(), PATH)')
+    raise Mistake(f'{path} is not a state dict (it holds {what}); save one with torch.save(model.state_dict(), PATH)')
 
 
 def _fit(state, wanted):
@@ -130,10 +128,11 @@ def _fit(state, wanted):
 
 
 def load(model, path, hint=HINT, state=None):
-    """Load checkpoint `path` (`state`: its weights, read already) into `model`, cast to the model's float32;
-    or a Mistake that says what to do."""
+    """Load checkpoint `path` (`state`: what read(path) gave, if read already) into `model`, cast to the model's
+    float32; or a Mistake that says what to do."""
     expected = shapes(model.state_dict())
-    state = _fit(read(path, hint) if state is None else state, expected.keys())
+    fitted = [_fit(c, expected.keys()) for c in (read(path, hint) if state is None else state)]
+    state = next((c for c in fitted if shapes(c) == expected), fitted[0])
     if shapes(state) != expected:
         raise Mistake(_mismatch(path, state, model, expected))
     if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
@@ -166,7 +165,7 @@ def _mismatch(path, state, model, expected):
 def load_either(path, hint):
     """(name, model) for a checkpoint of either assignment model, loaded, or a Mistake."""
     state = read(path, hint)
-    name = next((n for n in MODELS if identify(_fit(state, _model_shapes(n).keys())) == n), None)
+    name = next((n for n in MODELS for c in state if identify(_fit(c, _model_shapes(n).keys())) == n), None)
     if name is None:
         raise Mistake(f'{path} is neither a VGG16 nor a ResNet50_layer4 checkpoint; {hint}')
     model = MODELS[name]()

@@ -83,8 +83,9 @@ def describe(root):
         found = test({*dirs, *files})
         if found:
             return advice.format(p=shown(p), root=shown(root), name=found[0] if isinstance(found, list) else '')
-    if {'train', 'test'} & set(places[0][1]):  # a split without class folders: say what is there
-        items = [f'{d}/ ({len(_listing(os.path.join(root, d))[1]):,} files, no class folders)' for d in places[0][1]]
+    if {'train', 'test'} & set(places[0][1]):  # splits without CIFAR-10's class folders: say what is there
+        items = [f"{d}/ (folders: {', '.join(sub[:3]) + ', ...' * (len(sub) > 3) or 'none'}; {len(names):,} files)"
+                 for d in places[0][1] for sub, names in [_listing(os.path.join(root, d))]]
         return f"{shown(root)} holds {', '.join((items + places[0][2])[:6])}; " + PUT.format(d=shown(root))
     return None
 
@@ -102,8 +103,11 @@ def _find(root):
         try:  # a partial archive left behind is torchvision's to download again: its MD5 is checked first
             torchvision.datasets.CIFAR10(root, train=False, download=True)
         except Exception as e:  # noqa: BLE001 - no network, a proxy, a full disk, a bad archive: all one line
-            raise Mistake(f"no CIFAR-10 in {shown(root)} and it could not be downloaded "
-                          f"({' '.join(str(getattr(e, 'reason', None) or e).split())}); " + PUT.format(d=shown(root)))
+            archive = os.path.join(root, 'cifar-10-python.tar.gz')
+            left = f'{shown(archive)} there is incomplete or damaged: delete it; ' * os.path.isfile(archive)
+            why = ' '.join(str(getattr(e, 'reason', None) or e).split())
+            raise Mistake(f"no CIFAR-10 in {shown(root)} and it could not be downloaded ({why}); {left}"
+                          + PUT.format(d=shown(root)))
     return layout(root)
 
 

@@ -47,9 +47,13 @@ class _Output:
         return getattr(self.stream, name)
 
 
-def _interrupted(signum=None, frame=None):
+def _saved(what):
     saved = f"saved before that: {', '.join(SAVED)}" if SAVED else 'nothing new was saved'
-    print(f'\ninterrupted; {saved} (no file is left half-written)', file=sys.stderr, flush=True)
+    return f'{what}; {saved} (no file is left half-written)'
+
+
+def _interrupted(signum=None, frame=None):
+    print('\n' + _saved('interrupted'), file=sys.stderr, flush=True)
     raise SystemExit(130)
 
 
@@ -87,8 +91,8 @@ def install():
 
         def showtraceback(exc_tuple=None, *args, **kwargs):
             error = (exc_tuple or sys.exc_info())[1]
-            if isinstance(error, Mistake):
-                return print(error.code, file=sys.stderr)
+            if isinstance(error, (Mistake, KeyboardInterrupt)):
+                return print(error.code if isinstance(error, Mistake) else _saved('interrupted'), file=sys.stderr)
             return show(exc_tuple, *args, **kwargs)
         showtraceback.one_line = True
         shell.showtraceback = showtraceback

@@ -2,6 +2,7 @@
 an earlier report's, each file written beside its place, renamed over it once all are whole. train.py's curves."""
 import contextlib
 import errno
+import hashlib
 import itertools
 import os
 import sys
@@ -12,7 +13,15 @@ from helpers.paths import PROJECT, check_place, inside, shown
 
 HEADER = '# CIFAR-10 run report (python main.py --report)'  # how an earlier report is known
 FIGURES = ('loss.png', 'per_class.png', 'confusion.png', 'mistakes.png', 'confused_pair_correct.png')
-LITTER = {'.DS_Store', 'Thumbs.db', 'desktop.ini'}  # what file browsers leave in a folder they showed
+# what file browsers and Jupyter leave in a folder they showed, and an older version's manifest
+LITTER = {'.DS_Store', 'Thumbs.db', 'desktop.ini', '.ipynb_checkpoints', '.report.sha256'}
+
+
+def _stamp(body):
+    """report.md's last line: how an earlier report, unchanged since it was written, is known."""
+    return f'<!-- main.py --report; sha256 of the lines above: {hashlib.sha256(body.encode()).hexdigest()} -->\n'
+
+
 PROJECT_FOLDERS = ('.ci', '.git', 'checkpoints', 'data', 'docs', 'helpers', 'tests', 'tools')
 
 
@@ -30,11 +39,14 @@ def check(folder, others=()):
         path = os.path.realpath(os.path.expanduser(os.fspath(other)))
         if inside(path, real) or os.path.normcase(path + os.sep).startswith(os.path.normcase(real + os.sep)):
             refuse(f'would hold {shown(other)}, which this run saves (or give another --out)')
-    names, first = sorted(set(os.listdir(real)) - LITTER) if os.path.isdir(real) else [], None
-    with contextlib.suppress(OSError), open(os.path.join(real, 'report.md'), encoding='utf-8', errors='replace') as f:
-        first = f.readline().rstrip('\r\n')
-    if names and not (first == HEADER and set(names) <= {'report.md', *FIGURES}):
-        refuse(f"holds files that are not an earlier report ({', '.join(names[:3])}{', ...' * (len(names) > 3)})")
+    names, text = sorted(set(os.listdir(real)) - LITTER) if os.path.isdir(real) else [], ''
+    with contextlib.suppress(OSError), open(os.path.join(real, 'report.md'), 'rb') as f:
+        text = f.read().decode('utf-8', 'replace')
+    others, body = [n for n in names if n not in {'report.md', *FIGURES}], text[:text.rfind('<!--')]
+    if others:
+        refuse(f"holds files that are not a report's ({', '.join(others[:3])}{', ...' * (len(others) > 3)})")
+    if names and not (body.startswith(HEADER) and text == body + _stamp(body)):
+        refuse('holds a report.md that main.py did not write, or that was changed since (move it out)')
     check_place(real, '--report')  # also: a file is not a folder
     return real
 
@@ -126,7 +138,8 @@ def _markdown(r, per_class, figures):
              *(f'- **{CLASSES[a]} and {CLASSES[b]}**: {ab} {CLASSES[a]} image(s) were called {CLASSES[b]} and {ba} '
                f'{CLASSES[b]} image(s) {CLASSES[a]}.' for a, b, ab, ba in pairs),
              *(line for section, name, _ in figures for line in ('', f'## {section}', '', f'![{section}]({name})'))]
-    return '\n'.join(line for line in lines if line is not None) + '\n'
+    text = '\n'.join(line for line in lines if line is not None) + '\n'
+    return text + _stamp(text)
 
 
 def write(folder, record):

@@ -110,7 +110,8 @@ def _read_settings(p, g):
                 p.error(f"give a value, e.g. {name} = {action.default!r}")
             setattr(args, action.dest, None)
         elif isinstance(value, bool) or not isinstance(value, (int, float, str, os.PathLike, torch.device)):
-            p.error('use a number, or text in quotes')
+            p.error(f"use {' or '.join(map(repr, action.choices))}" if action.choices else 'use a number, or text '
+                    'in quotes')
         else:
             p.parse_args([f'{flag}={os.fspath(value) if isinstance(value, os.PathLike) else value}'], namespace=args)
     p.where = None
@@ -162,12 +163,13 @@ def apply(g, argv=None):
     if unused:
         raise Mistake(f"--{unused[0]} does nothing with --eval-only, which only tests the checkpoint; "
                       "leave out one or the other")
-    name = _choose_model(g, args)
+    name = _choose_model(g, args)  # the out to check is named as the person gave it: flag, main.py's line, default
+    given = '--out' if 'out' in p.given(argv) else 'out in main.py' if g.get('out') else 'the default --out'
     g.update(num_epochs=args.epochs, learning_rate=args.lr, batch_size=args.batch_size, data_dir=args.data,
              eval_only=args.eval_only, seed=args.seed, plain=args.plain, bf16=args.bf16, report=args.report,
              out=args.out or os.path.join('outputs', f'{name}_final.ckpt'))
     if not args.eval_only:
-        paths.check_output(g['out'], '--out', reading=[g['PATH']])
+        paths.check_output(g['out'], given, reading=[g['PATH']])
     if args.report:
         from helpers import report
         report.check(args.report, others=[] if args.eval_only else [g['out']])

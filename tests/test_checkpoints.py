@@ -33,11 +33,14 @@ def resnet_state():
     lambda s: {'model': s, 'optimizer': {'state': {}, 'param_groups': []}},
     lambda s: {'net': s, 'acc': 91.0},
     lambda s: {'model_state_dict': s, 'optimizer_state_dict': {'state': {}, 'param_groups': []}, 'epoch': 1},
+    lambda s: {'state_dict': s, 'optimizer': {'state': {}}, 'epoch': 3, 'args': {'lr': 0.1}},  # another project's
+    lambda s: {'model': s, 'ema': {k: v + 1 if v.is_floating_point() else v for k, v in s.items()}},
     lambda s: {f'module.{k}': v for k, v in s.items()},  # DataParallel
     lambda s: {f'_orig_mod.module.{k}': v for k, v in s.items()},  # torch.compile over DataParallel
     lambda s: {k: v for k, v in s.items() if not k.endswith('num_batches_tracked')},  # PyTorch 0.4's files
     lambda s: {k: v.half() if v.is_floating_point() else v for k, v in s.items()},  # saved in half precision
-], ids=['state_dict', 'model+optimizer', 'net', 'tutorial', 'module.', '_orig_mod.', 'no num_batches', 'float16'])
+], ids=['state_dict', 'model+optimizer', 'net', 'tutorial', 'with args', 'model+ema', 'module.', '_orig_mod.',
+        'no num_batches', 'float16'])
 def test_the_checkpoints_students_save_load(tmp_path, resnet_state, wrap):
     torch.save(wrap(resnet_state), tmp_path / 'x.pth')
     model = MODELS['resnet50']()
@@ -57,8 +60,8 @@ def test_a_whole_pickled_model_is_refused_and_never_run(tmp_path):
     (b'', 'is not a PyTorch checkpoint, or is damaged'),
     (b'accuracy 91 %\n', 'is not a PyTorch checkpoint, or is damaged'),
     ('truncated', 'is not a PyTorch checkpoint, or is damaged'),
-    ({'epoch': 3, 'lr': 0.1}, "is not a state dict of one model (it holds a dict of 'epoch', 'lr')"),
-    ({'args': {}, 'epoch': 3, 'optimizer': {}, 'model': {}}, "is train.py's training state"),
+    ({'epoch': 3, 'lr': 0.1}, "is not a state dict (it holds a dict of 'epoch', 'lr')"),
+    ({'args': {}, 'epoch': 3, 'optimizer': {}, 'model': {}, 'history': []}, "is train.py's training state"),
 ])
 def test_a_file_that_is_no_checkpoint_says_what_it_is(tmp_path, resnet_state, content, says):
     path = tmp_path / 'x.ckpt'

@@ -47,7 +47,7 @@ def test_the_default_run_fine_tunes_saves_and_prints_the_accuracy_line(tiny, tmp
 @pytest.mark.parametrize('edit, says', [
     (('num_epochs = 1 ', 'num_epochs = 0 '), r'num_epochs = 0 at the top of main\.py: must be at least 1'),
     (('batch_size = 100', "batch_size = 'lots'"), r"batch_size = 'lots' at the top .*'lots' is not a whole number"),
-    (("bf16 = 'auto'", 'bf16 = True'), r'bf16 = True .*use a number, or text'),
+    (("bf16 = 'auto'", 'bf16 = True'), r"bf16 = True .*use 'auto' or 'off'"),
     (('eval_only = False', "eval_only = 'yes'"), r"eval_only = 'yes' .*use True or False"),
     (('report = None', 'report = True'), r'report = True .*use a number, or text'),
     (("data_dir = './data'", 'data_dir = None'), r"data_dir = None .*give a value, e.g. data_dir = './data'"),
@@ -97,7 +97,8 @@ def test_dash_dash_model_takes_that_network_with_its_own_checkpoint_whatever_the
     (['--out', ''], r"argument --out: '' is empty"),
     (['--out', 'checkpoints/mine.ckpt'], r'holds only the shipped checkpoints'),
     (['--out', 'outputs/../checkpoints/./mine.ckpt'], r'holds only the shipped checkpoints'),
-    (['--checkpoint', 'DIR/r.ckpt'], r'--out outputs.resnet50_final\.ckpt is the file this run starts from'),
+    (['--checkpoint', 'DIR/r.ckpt'], r'the default --out outputs.resnet50_final\.ckpt is the file this run starts'),
+    (['--out', 'DIR/notes.pt'], r'notes\.pt is a file of another kind, which --out would replace'),
     (['--out', 'DIR/file.ckpt/x.ckpt'], r'file\.ckpt is a file, not a folder'),
     (['--eval-only', '--lr', '0.1'], r'--lr does nothing with --eval-only'),
     (['--batch-size', '1'], r'--batch-size 1 cannot fine-tune a network with BatchNorm'),
@@ -106,6 +107,7 @@ def test_dash_dash_model_takes_that_network_with_its_own_checkpoint_whatever_the
 ])
 def test_a_mistake_on_the_command_line_is_one_line_before_any_work(tmp_path, args, says):
     (tmp_path / 'file.ckpt').write_bytes(b'')
+    (tmp_path / 'notes.pt').write_text('my notes')
     os.makedirs(tmp_path / 'outputs', exist_ok=True)
     torch.save({}, tmp_path / 'r.ckpt')
     args = [str(a).replace('DIR', str(tmp_path)) for a in args]
@@ -201,3 +203,9 @@ def test_plain_pipeline_and_eval_only_and_report(tiny, tmp_path):
     assert os.path.isfile(tmp_path / 'report' / 'report.md')
     e = main('--data', tiny, '--eval-only', '--checkpoint', tmp_path / 'p.ckpt')
     assert e.returncode == 0 and 'Saved' not in e.stdout and ACCURACY.search(e.stdout)
+
+
+@pytest.mark.slow
+def test_the_assignments_learning_rate_decay_saves_the_model_every_20_epochs(tiny, tmp_path):
+    r = main('--data', tiny, '--epochs', 20, '--batch-size', 15, '--out', tmp_path / 'long.pt', '--seed', 0)
+    assert r.returncode == 0 and sorted(os.listdir(tmp_path)) == ['long.pt', 'long_epoch20.ckpt'], r.stderr

@@ -87,6 +87,14 @@ def test_a_report_goes_into_a_new_or_empty_folder_and_the_check_writes_nothing(t
     assert sorted(os.listdir(tmp_path)) == ['empty']
 
 
+def test_an_earlier_report_with_the_students_notes_added_is_never_replaced(drawn, tmp_path):
+    shutil.copytree(drawn, tmp_path / 'r')
+    with open(tmp_path / 'r' / 'report.md', 'a', encoding='utf-8') as f:
+        f.write('My analysis: cats and dogs look alike.\n')
+    with pytest.raises(Mistake, match=NOT_OURS):
+        report.check(tmp_path / 'r')
+
+
 def test_running_the_same_report_command_again_replaces_the_earlier_report(drawn, tmp_path, capsys):
     shutil.copytree(drawn, tmp_path / 'r')
     report.write(report.check(tmp_path / 'r'), run() | dict(epochs=0, step_losses=[]))  # now --eval-only: no loss curve
@@ -96,14 +104,18 @@ def test_running_the_same_report_command_again_replaces_the_earlier_report(drawn
     assert capsys.readouterr().err.endswith(f"Report written to {os.path.realpath(tmp_path / 'r')}{os.sep}report.md\n")
 
 
-@pytest.mark.parametrize('own', [{'notes.txt': b'mine'}, {'report.md': b'my own report'},
-                                 {'report.md': report.HEADER.encode() + b'\nearlier', 'notes.txt': b'mine'}])
-def test_a_report_never_goes_into_a_folder_holding_other_files(tmp_path, own):
+NOT_OURS = 'holds a report.md that main.py did not write, or that was changed since'
+
+
+@pytest.mark.parametrize('own, says', [({'notes.txt': b'mine'}, r"holds files that are not a report's \(notes.txt\)"),
+                                       ({'report.md': b'my own report'}, NOT_OURS),
+                                       ({'report.md': report.HEADER.encode() + b'\nearlier'}, NOT_OURS)])
+def test_a_report_never_goes_into_a_folder_holding_other_files(tmp_path, own, says):
     (tmp_path / 'mine').mkdir()
     for name, data in own.items():
         (tmp_path / 'mine' / name).write_bytes(data)
     for call in (lambda: report.check(tmp_path / 'mine'), lambda: report.write(tmp_path / 'mine', run())):
-        with pytest.raises(Mistake, match=f'mine holds files that are not an earlier report .*; {CHOOSE}'):
+        with pytest.raises(Mistake, match=f'mine {says}.*; {CHOOSE}'):
             call()  # write checks again: the folder may have changed during the run
     assert files(tmp_path / 'mine') == own
 
