@@ -90,6 +90,8 @@ def test_mistakes_in_a_notebook_are_one_line_and_the_kernel_lives_on(monkeypatch
     errors.install()  # main.py run twice in one kernel: wrapped once
     shell.showtraceback((Mistake, Mistake('--lr must be positive'), None))  # no exit: the kernel lives on
     assert capsys.readouterr().err == 'error: --lr must be positive\n' and shown == []
+    shell.showtraceback((KeyboardInterrupt, KeyboardInterrupt(), None))  # the kernel's stop button
+    assert capsys.readouterr().err.startswith('interrupted; ') and shown == []
     other = (ValueError, ValueError('a bug'), None)
     shell.showtraceback(other)  # anything else keeps IPython's own traceback
     assert shown == [other]
