@@ -88,16 +88,16 @@ def check_output(path, flag, reading=(), suffixes=CHECKPOINT_SUFFIXES):
                       f'e.g. {flag} outputs/model{suffixes[0]}')
     if os.path.exists(path) and not os.path.isfile(path):
         raise Mistake(f'{flag} {shown(path)} is not a regular file (a device?); choose another {flag}')
+    for other in reading:
+        if other and same(path, other):
+            raise Mistake(f'{flag} {shown(path)} is the file this run starts from ({shown(other)}), which it would '
+                          f'replace; give {flag} a new file, e.g. {flag} outputs/model{suffixes[0]}')
     if os.path.isfile(path) and os.path.getsize(path):  # replaced only if it is a file of the kind written there
         with open(path, 'rb') as f:
             head = f.read(4)
         if not head.startswith(OURS.get(os.path.splitext(path)[1].lower(), (b'PK\x03\x04', b'\x80'))):
             raise Mistake(f'{flag} {shown(path)} is a file of another kind, which {flag} would replace; choose '
                           f'another name, e.g. {flag} outputs/model{suffixes[0]}')
-    for other in reading:
-        if other and same(path, other):
-            raise Mistake(f'{flag} {shown(path)} is the file this run starts from ({shown(other)}), which it would '
-                          f'replace; give {flag} a new file, e.g. {flag} outputs/model{suffixes[0]}')
     if inside(path, SHIPPED):
         raise Mistake(f'{flag} {shown(path)}: {SHIPPED} holds only the shipped checkpoints; choose another {flag} '
                       '(maintainers replace one with python -m tools.ship_checkpoint)')
