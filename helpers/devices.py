@@ -88,39 +88,29 @@ def step_agrees(device, tolerance=1e-3):
     return all(torch.allclose(a, b, rtol=tolerance, atol=tolerance) for a, b in zip(here, there))
 
 
-def cpu_has_native_bf16():
-    """AVX512-BF16 or AMX. (oneDNN's own bf16 check is also true where bf16 is only emulated.)"""
-    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-
-
-def gpu_has_native_bf16(device):
-    """Compute capability 8.0 or more. (torch.cuda.is_bf16_supported() is also true where it is emulated.)"""
-    return torch.cuda.get_device_capability(device) >= NATIVE_BF16_CAPABILITY
+def native_bf16(device):
+    """bf16 computed by the hardware: CPUs with AVX512-BF16 or AMX (oneDNN's own check counts emulation), NVIDIA
+    GPUs from compute capability 8.0 (torch.cuda.is_bf16_supported() counts emulation)."""
+    if device.type == 'cpu':
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    return device.type == 'cuda' and torch.cuda.get_device_capability(device) >= NATIVE_BF16_CAPABILITY
 
 
 def autocast(device, bf16=True):
     """bf16 autocast where the hardware runs it natively, else (or with `bf16` False) a no-op context."""
-    if not bf16:
-        return contextlib.nullcontext()
-    if device.type == 'cuda' and gpu_has_native_bf16(device):
-        return torch.autocast('cuda', dtype=torch.bfloat16)
-    if device.type == 'cpu' and cpu_has_native_bf16():
-        return torch.autocast('cpu', dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    native = bf16 and native_bf16(device)
+    return torch.autocast(device.type, dtype=torch.bfloat16) if native else contextlib.nullcontext()
 
 
 def precision(autocast, device):
     """How `autocast` computes on `device`, and why, in words for the log."""
+    gpu = 'compute capability {}.{}'.format(*torch.cuda.get_device_capability(device)) if device.type == 'cuda' else ''
     if isinstance(autocast, torch.autocast):
-        if device.type == 'cuda':
-            major, minor = torch.cuda.get_device_capability(device)
-            return f'bf16 autocast (the GPU has native bf16: compute capability {major}.{minor})'
-        return 'bf16 autocast (the CPU has AVX512-BF16 or AMX)'
-    if device.type == 'cpu' and not cpu_has_native_bf16():
-        return 'float32 (the CPU has no native bf16)'
-    if device.type == 'cuda' and not gpu_has_native_bf16(device):
-        major, minor = torch.cuda.get_device_capability(device)
-        return f'float32 (the GPU has no native bf16: compute capability {major}.{minor}, below 8.0)'
+        return f'bf16 autocast (the GPU has native bf16: {gpu})' if gpu else \
+            'bf16 autocast (the CPU has AVX512-BF16 or AMX)'
     if device.type == 'mps':
         return 'float32 (the Apple GPU)'
+    if not native_bf16(device):
+        return f'float32 (the GPU has no native bf16: {gpu}, below 8.0)' if gpu else \
+            'float32 (the CPU has no native bf16)'
     return 'float32'
