@@ -59,10 +59,12 @@ def _interrupted(signum=None, frame=None):
 
 def _hook(kind, value, tb):
     """An error whose last frame of ours is a top-level line of the script run: that line; else a traceback."""
-    script = os.path.abspath(getattr(sys.modules.get('__main__'), '__file__', None) or '?')
-    ours = [f for f in traceback.extract_tb(tb) if os.path.abspath(f.filename) in (script,)
-            or os.path.abspath(f.filename).startswith(ROOT + os.sep)]
-    if ours and ours[-1].name == '<module>' and os.path.abspath(ours[-1].filename) == script:
+    def where(name):  # compared as the file system spells it (drive and letter case on Windows)
+        return os.path.normcase(os.path.abspath(name))
+    script = where(getattr(sys.modules.get('__main__'), '__file__', None) or '?')
+    ours = [f for f in traceback.extract_tb(tb) if where(f.filename) == script
+            or where(f.filename).startswith(where(ROOT) + os.sep)]
+    if ours and ours[-1].name == '<module>' and where(ours[-1].filename) == script:
         first = (str(value).strip().splitlines() or [''])[0]
         print(f'error: {os.path.basename(script)} line {ours[-1].lineno}, `{ours[-1].line}`: {kind.__name__}: '
               f'{first}; fix that line', file=sys.stderr, flush=True)

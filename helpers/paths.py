@@ -57,7 +57,11 @@ def _places(path):
 
 
 def inside(path, folder):
-    """True when `path` is `folder` or anywhere under it (links followed)."""
+    """True when `path` is `folder` or anywhere under it (links followed): by the file system's identity where
+    `folder` exists, else by the spelling of both once links, `..` and letter case are resolved."""
+    if not os.path.exists(folder):
+        real, top = (os.path.normcase(os.path.realpath(p)) for p in (path, folder))
+        return real == top or real.startswith(top.rstrip(os.sep) + os.sep)
     return any(same(place, folder) for place in _places(os.path.realpath(path)))
 
 

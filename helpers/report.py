@@ -35,9 +35,8 @@ def check(folder, others=()):
         refuse('is the project folder, or holds it')
     for name in (n for n in PROJECT_FOLDERS if inside(real, os.path.join(PROJECT, n))):
         refuse(f"is in the project's own {name}/ folder")
-    for other in filter(None, others):  # by identity, or by name while neither is there yet
-        path = os.path.realpath(os.path.expanduser(os.fspath(other)))
-        if inside(path, real) or os.path.normcase(path + os.sep).startswith(os.path.normcase(real + os.sep)):
+    for other in filter(None, others):
+        if inside(os.path.expanduser(os.fspath(other)), real):
             refuse(f'would hold {shown(other)}, which this run saves (or give another --out)')
     names, text = sorted(set(os.listdir(real)) - LITTER) if os.path.isdir(real) else [], ''
     with contextlib.suppress(OSError), open(os.path.join(real, 'report.md'), 'rb') as f:
