@@ -10,6 +10,7 @@ import torch
 
 from conftest import make_image_folder
 from helpers.checkpoints import PRETRAINED
+from helpers.devices import pick_device
 from scripts import ACCURACY, ROOT, main, one_line_error, run
 
 
@@ -38,7 +39,8 @@ def test_the_default_run_fine_tunes_saves_and_prints_the_accuracy_line(tiny, tmp
     r = main('--data', tiny, '--seed', '0', '--out', tmp_path / 'new' / 'r.ckpt', '--batch-size', '10')
     assert r.returncode == 0, r.stderr
     assert ACCURACY.search(r.stdout) and r.stdout.strip().splitlines()[-1].startswith('Accuracy of the model')
-    assert r.stdout.startswith('resnet50 from ./checkpoints/resnet50_cifar10.ckpt on cpu')
+    # the device auto picks here: the CPU in CI, cuda:0 on a GPU machine
+    assert r.stdout.startswith(f'resnet50 from ./checkpoints/resnet50_cifar10.ckpt on {pick_device()}')
     state = torch.load(tmp_path / 'new' / 'r.ckpt', weights_only=True)
     assert all(v.is_contiguous() and v.device.type == 'cpu' for v in state.values())
     assert not [n for n in os.listdir(tmp_path / 'new') if n != 'r.ckpt']  # no temporary file left
