@@ -37,7 +37,7 @@ report = None        # a folder for report.md and its figures
 ###########################################################
 model_name = settings.apply(globals())  # flags override the lines above; every setting is checked
 # The checkpoint, CIFAR-10 (random crop with padding 4 and horizontal flip for training), the device
-run = setup.prepare(model, PATH, data_dir, batch_size, device, seed, eval_only, plain, bf16, report)
+run = setup.prepare(model, PATH, data_dir, batch_size, device, seed, eval_only, plain, bf16)
 model, train_loader, test_loader, autocast = run.model, run.train_loader, run.test_loader, run.autocast
 
 # Loss and optimizer
@@ -102,8 +102,6 @@ with torch.no_grad():
             outputs = model(images)
         _, predicted = torch.max(outputs.data, 1)
         confusion += torch.bincount(labels * 10 + predicted, minlength=100).view(10, 10)
-        if report:
-            run.gallery.add(images, labels, outputs)  # the few test images a report shows
 correct, total = confusion.trace().item(), confusion.sum().item()
 
 setup.print_per_class(confusion)
@@ -116,5 +114,4 @@ if report:
         device=device, precision=run.precision, data_dir=data_dir, train_images=run.train_images, test_images=total,
         epochs=0 if eval_only else num_epochs, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
         plain=plain, confusion=confusion.tolist(), step_losses=[loss.item() for loss in step_losses],
-        train_seconds=train_seconds, test_seconds=time.perf_counter() - start, accuracy_line=accuracy_line,
-        gallery=run.gallery))
+        train_seconds=train_seconds, test_seconds=time.perf_counter() - start, accuracy_line=accuracy_line))

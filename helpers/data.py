@@ -252,12 +252,6 @@ def normalize(images):
     return (images.float() - _per_channel(MEAN, images)) / _per_channel(STD, images)
 
 
-def denormalize(images):
-    """`normalize`'s inverse: the uint8 pixels the data holds (exact, Normalize is affine)."""
-    pixels = images.float() * _per_channel(STD, images) + _per_channel(MEAN, images)
-    return pixels.round().clamp(0, 255).to(torch.uint8)
-
-
 class TensorLoader:
     """(images, labels) batches on `device`, as a DataLoader over the assignment's transforms gives."""
 

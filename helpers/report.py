@@ -7,12 +7,13 @@ import itertools
 import os
 import sys
 
-from helpers.data import CLASSES, denormalize
+from helpers.data import CLASSES
 from helpers.errors import Mistake
 from helpers.paths import PROJECT, check_place, inside, shown
 
 HEADER = '# CIFAR-10 run report (python main.py --report)'  # how an earlier report is known
-FIGURES = ('loss.png', 'per_class.png', 'confusion.png', 'mistakes.png', 'confused_pair_correct.png')
+FIGURES = ('loss.png', 'per_class.png', 'confusion.png')
+OLDER = ('mistakes.png', 'confused_pair_correct.png')  # an earlier version's report drew these too
 # what file browsers and Jupyter leave in a folder they showed, and an older version's manifest
 LITTER = {'.DS_Store', 'Thumbs.db', 'desktop.ini', '.ipynb_checkpoints', '.report.sha256'}
 
@@ -41,28 +42,13 @@ def check(folder, others=()):
     names, text = sorted(set(os.listdir(real)) - LITTER) if os.path.isdir(real) else [], ''
     with contextlib.suppress(OSError), open(os.path.join(real, 'report.md'), 'rb') as f:
         text = f.read().decode('utf-8', 'replace')
-    others, body = [n for n in names if n not in {'report.md', *FIGURES}], text[:text.rfind('<!--')]
+    others, body = [n for n in names if n not in {'report.md', *FIGURES, *OLDER}], text[:text.rfind('<!--')]
     if others:
         refuse(f"holds files that are not a report's ({', '.join(others[:3])}{', ...' * (len(others) > 3)})")
     if names and not (body.startswith(HEADER) and text == body + _stamp(body)):
         refuse('holds a report.md that main.py did not write, or that was changed since (move it out)')
     check_place(real, '--report')  # also: a file is not a folder
     return real
-
-
-class Gallery:
-    """The test pass's `size` most confident mistakes, `per_class` most confident correct images of each class."""
-
-    def __init__(self, size=32, per_class=8):
-        self.size, self.per_class, self.mistakes, self.correct = size, per_class, [], {c: [] for c in range(10)}
-
-    def add(self, images, labels, outputs):
-        confidence, predicted = outputs.detach().float().softmax(1).max(1)
-        rows = zip(confidence.tolist(), itertools.count(), labels.tolist(), predicted.tolist())
-        for c, i, t, p in sorted(rows, reverse=True):  # the most confident first: most are then not kept
-            kept, k = (self.mistakes, self.size) if t != p else (self.correct[t], self.per_class)
-            if len(kept) < k or c > kept[-1][0]:
-                kept[:] = sorted(kept + [(c, denormalize(images[i:i + 1])[0].cpu(), t, p)], key=lambda r: -r[0])[:k]
 
 
 def confused_pairs(confusion, top=3):
@@ -80,18 +66,10 @@ def _figure_class():
 
 def _figures(Figure, r, per_class):
     """[(section, file name, figure)] of the report of the run `r`."""
-    made, losses, confusion, gallery = [], r['step_losses'], r['confusion'], r['gallery']
+    made, losses, confusion = [], r['step_losses'], r['confusion']
     def axes(section, name, size=(7, 4), **settings):
         made.append((section, name, Figure(figsize=size, dpi=100, layout='tight')))
         return made[-1][2].add_subplot(title=section, **settings)
-    def tiles(section, name, rows):  # captioned images (pixels, caption), upscaled without smoothing
-        h = (len(rows) + 7) // 8
-        made.append((section, name, fig := Figure(figsize=(12.8, 1.9 * h + 0.5), dpi=80, layout='tight')))
-        for i, (pixels, text) in enumerate(rows):
-            ax = fig.add_subplot(h, 8, i + 1, xticks=[], yticks=[], frame_on=False)
-            ax.imshow(pixels.permute(1, 2, 0).numpy(), interpolation='nearest')
-            ax.set_title(text, fontsize=8)
-        fig.suptitle(section)
     if losses:
         ax = axes('Fine-tuning loss', 'loss.png', xlabel='step', ylabel='cross-entropy loss')
         ax.plot(steps := range(1, len(losses) + 1), losses, lw=0.6, alpha=0.5)
@@ -106,13 +84,6 @@ def _figures(Figure, r, per_class):
     ax.imshow(confusion, cmap='Blues')
     for (i, row), j in itertools.product(enumerate(confusion), range(10)):
         ax.text(j, i, row[j], ha='center', va='center', fontsize=8, color='wk'[2 * row[j] <= max(map(max, confusion))])
-    if gallery and gallery.mistakes:
-        tiles('Test images the model got wrong, most confident first', 'mistakes.png',
-              [(px, f'true {CLASSES[t]}\ncalled {CLASSES[p]} {100 * c:.0f}%') for c, px, t, p in gallery.mistakes])
-    for a, b, *_ in confused_pairs(confusion, top=1) if gallery else ():
-        if rows := [(px, f'{CLASSES[t]} {100 * c:.0f}%') for cls in (a, b) for c, px, t, p in gallery.correct[cls]]:
-            tiles(f'The most-confused pair, {CLASSES[a]} and {CLASSES[b]}: correct predictions, most confident first',
-                  'confused_pair_correct.png', rows)
     return made
 
 
@@ -155,7 +126,7 @@ def write(folder, record):
                 f.write(data) if name == 'report.md' else data.savefig(f, format='png')
         for name, tmp in staged.items():  # all whole: each renamed over its place, report.md last
             os.replace(tmp, os.path.join(real, name))
-        for name in set(FIGURES).intersection(os.listdir(real)) - set(staged):  # an earlier run's only
+        for name in {*FIGURES, *OLDER}.intersection(os.listdir(real)) - set(staged):  # an earlier run's only
             os.remove(os.path.join(real, name))
     except OSError as e:
         space = 'free some space or ' if e.errno in (errno.ENOSPC, getattr(errno, 'EDQUOT', 0)) else ''

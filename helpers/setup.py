@@ -12,14 +12,11 @@ import torch.nn as nn
 from helpers import data, devices, fast_path
 from helpers.checkpoints import load, name_of, title_of
 from helpers.errors import Mistake
-from helpers.report import Gallery
 from helpers.weight_scaling import largest_safe_batch
 
 
-def prepare(model, PATH, data_dir, batch_size, device, seed=None, eval_only=False, plain=False, bf16='auto',
-            report=None):
-    """The run's model (loaded, on `device`), loaders, autocast and Adam options, a line describing them, and
-    with `report` the Gallery that keeps the test images a report shows."""
+def prepare(model, PATH, data_dir, batch_size, device, seed=None, eval_only=False, plain=False, bf16='auto'):
+    """The run's model (loaded, on `device`), loaders, autocast and Adam options, and a line describing them."""
     if seed is not None:
         torch.manual_seed(seed)
     title, own = title_of(model), name_of(model) is None
@@ -50,7 +47,7 @@ def prepare(model, PATH, data_dir, batch_size, device, seed=None, eval_only=Fals
     print(summary)
     return SimpleNamespace(model=model, train_loader=train_loader, test_loader=test_loader, autocast=autocast,
                            adam_options=adam_options, summary=summary, precision=precision, checkpoint=PATH,
-                           train_images=train_images, gallery=Gallery() if report else None)
+                           train_images=train_images)
 
 
 def check_outputs(model, title):

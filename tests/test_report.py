@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from helpers import report
-from helpers.data import denormalize
 from helpers.errors import Mistake
 from helpers.paths import PROJECT
 from conftest import symlink_or_skip
@@ -23,16 +22,12 @@ CHOOSE = 'choose a new or empty folder, e.g. --report reports/run1'
 
 @functools.cache
 def run():
-    """What main.py passes to report.write: a fine-tuning run with a random confusion matrix and gallery."""
+    """What main.py passes to report.write: a fine-tuning run with a random confusion matrix."""
     g = torch.Generator().manual_seed(0)
     confusion = torch.randint(0, 20, (10, 10), generator=g) + 60 * torch.eye(10, dtype=torch.long)
-    gallery = report.Gallery(size=8, per_class=2)
-    for _ in range(3):
-        gallery.add(torch.randn(50, 3, 32, 32, generator=g), torch.randint(0, 10, (50,), generator=g),
-                    3 * torch.randn(50, 10, generator=g))
     return dict(model='resnet50', checkpoint='checkpoints/resnet50.ckpt', checkpoint_sha256='ab' * 32, device='cpu',
                 precision='bf16 autocast', data_dir='./data', train_images=50000, test_images=10000, epochs=1, seed=3,
-                learning_rate=0.001, batch_size=100, plain=False, step_losses=[2.3, 1.9, 1.7, 1.2], gallery=gallery,
+                learning_rate=0.001, batch_size=100, plain=False, step_losses=[2.3, 1.9, 1.7, 1.2],
                 confusion=confusion.tolist(), train_seconds=12.5, test_seconds=3.25, accuracy_line=ACCURACY)
 
 
@@ -65,21 +60,6 @@ def test_the_report_holds_the_run_as_printed(drawn):
     assert sorted(os.listdir(drawn)) == sorted(['report.md', *report.FIGURES])
 
 
-def test_the_gallery_keeps_the_most_confident_mistakes_and_correct_images_as_the_data_holds_them():
-    g = torch.Generator().manual_seed(1)
-    images, labels, outputs = torch.randn(90, 3, 32, 32, generator=g), torch.arange(90) % 10, torch.randn(90, 10)
-    gallery = report.Gallery(size=5, per_class=2)
-    for batch in range(0, 90, 30):
-        gallery.add(images[batch:batch + 30], labels[batch:batch + 30], outputs[batch:batch + 30])
-    confidence, predicted = outputs.softmax(1).max(1)
-    for kept, wanted, k in [(gallery.mistakes, predicted != labels, 5)] + [
-            (gallery.correct[c], (predicted == labels) & (labels == c), 2) for c in range(10)]:
-        index = wanted.nonzero().flatten()[confidence[wanted].argsort(descending=True)][:k]
-        assert len(kept) == len(index)
-        for (conf, pixels, true, called), i in zip(kept, index.tolist()):
-            assert torch.equal(pixels, denormalize(images[i:i + 1])[0]) and (true, called) == (labels[i], predicted[i])
-
-
 def test_a_report_goes_into_a_new_or_empty_folder_and_the_check_writes_nothing(tmp_path):
     (tmp_path / 'empty').mkdir()
     (tmp_path / 'empty' / '.DS_Store').write_bytes(b'a file browser was here')
@@ -97,6 +77,7 @@ def test_an_earlier_report_with_the_students_notes_added_is_never_replaced(drawn
 
 def test_running_the_same_report_command_again_replaces_the_earlier_report(drawn, tmp_path, capsys):
     shutil.copytree(drawn, tmp_path / 'r')
+    (tmp_path / 'r' / 'mistakes.png').write_bytes(b'\x89PNG')  # a figure that an earlier version's report drew
     report.write(report.check(tmp_path / 'r'), run() | dict(epochs=0, step_losses=[]))  # now --eval-only: no loss curve
     md, made = (tmp_path / 'r' / 'report.md').read_text(encoding='utf-8'), sorted(os.listdir(tmp_path / 'r'))
     assert made == sorted(['report.md', *report.FIGURES[1:]]) and '](loss.png)' not in md
