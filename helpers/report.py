@@ -1,5 +1,5 @@
 """`main.py --report DIR`: report.md and figures to paste, losing nobody's file: only into a new or empty folder or
-an earlier report's, each file written beside its place, renamed over it once all are whole. train.py's curves."""
+an earlier report's, each file written beside its place, renamed over it once all are whole."""
 import contextlib
 import errno
 import hashlib
@@ -137,17 +137,3 @@ def write(folder, record):
             os.remove(tmp)
     print(f"Report written to {os.path.join(os.fspath(folder), 'report.md')}", file=sys.stderr)
 
-
-def plot_training(history, path, title):
-    """Loss, validation accuracy and learning rate per epoch of train.py's log into `path`; False without matplotlib."""
-    if (Figure := _figure_class()) is None:
-        return False
-    (fig := Figure(figsize=(12, 3.2), dpi=70, layout='tight')).suptitle(title)
-    for i, (key, label, heading) in enumerate([('train_loss', 'training loss', 'Training loss'), (
-            'val_accuracy', 'accuracy (%)', f"Validation accuracy (last {history[-1]['val_accuracy']:.2f} %)"),
-            ('lr', 'learning rate', "Learning rate (at each epoch's start)")]):
-        ax = fig.add_subplot(1, 3, i + 1, xlabel='epoch', ylabel=label, title=heading)
-        ax.plot([h['epoch'] for h in history], [h[key] for h in history], marker='.', color=f'C{i}')
-        ax.grid(alpha=0.3)
-    fig.savefig(path)
-    return True

@@ -96,7 +96,7 @@ def test_a_run_writes_a_scaled_checkpoint_that_main_py_loads(trained):
     checkpoints.load(model, out)  # main.py's loader, with its checks
     assert looks_scaled(model) and weights(out)['fc.weight'].dtype == torch.float16
     assert 'saved model: validation accuracy' in stdout
-    history = weights(state)['history']  # the per-epoch log, for tools/training_curves.py
+    history = weights(state)['history']  # the per-epoch log, to plot
     assert [h['epoch'] for h in history] == [1] and {'train_loss', 'val_accuracy', 'lr', 'seconds'} <= history[0].keys()
 
 
