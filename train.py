@@ -7,7 +7,6 @@ The recipe and its options: docs/training.md. After every epoch the whole run is
 (its 'history' is the per-epoch log); --resume goes on to the weights an uninterrupted run gets. At the
 end the weights are scaled for main.py's Adam epoch, stored in half precision, tested as stored, saved.
 """
-import hashlib
 import os
 import sys
 import time
@@ -24,7 +23,7 @@ from helpers.settings import Parser, device_text, number, path_text
 from helpers.weight_scaling import compact, fold_batchnorm, looks_scaled, scale_for_adam, unscale
 from vgg16_full import VGG, cfg, make_layers
 
-MAY_CHANGE = {'resume', 'out', 'device', 'bf16', 'stop_after'}  # on --resume; the rest are the run's own
+MAY_CHANGE = {'resume', 'out', 'device', 'bf16', 'stop_after'}  # with --resume; the rest are the run's own
 
 
 def parse(argv):
@@ -66,7 +65,7 @@ def parse(argv):
 
 
 def resumed_settings(args, given):
-    """The settings of the run saved in --resume, and its state; a flag given that differs is a Mistake."""
+    """The settings of the run saved in --resume, and its state; a recipe flag given is a Mistake."""
     if not os.path.isfile(args.resume):
         raise paths.missing(args.resume, 'training state', 'give the OUT.state that train.py wrote beside OUT')
     try:
@@ -77,11 +76,10 @@ def resumed_settings(args, given):
     if saved is None:
         raise errors.Mistake(f'{paths.shown(args.resume)} is not a training state train.py can continue; '
                              'start a new run')
-    for key in sorted(given - MAY_CHANGE):
-        if getattr(args, key) != saved.get(key):
-            raise errors.Mistake(f"--{key.replace('_', '-')} {getattr(args, key)} differs from the run's "
-                                 f"{saved.get(key)}: --resume goes on with the run's own settings (only --out, "
-                                 "--device, --bf16 and --stop-after may change); start a new run to change it")
+    recipe = sorted(given - MAY_CHANGE)
+    if recipe:
+        raise errors.Mistake(f"--{recipe[0].replace('_', '-')}: --resume goes on with the run's own settings (only --out, "
+                             "--device, --bf16 and --stop-after may be given); start a new run to change them")
     vars(args).update({**saved, **{k: getattr(args, k) for k in given | {'stop_after'}}})  # this run's --resume
     return args, state
 
@@ -111,10 +109,7 @@ def main():
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=steps,
                                                     pct_start=0.3 if steps == 4 else 0.25)
     average = AveragedModel(model) if args.swa_from else None
-    seen, held = fingerprint(train_loader, val_loader), None  # held: SWA's learning rate, from --swa-from on
-    if state and state['data'] != seen:
-        raise errors.Mistake(f'{args.data} does not hold the images this run trained and validated on; resume with '
-                             'the same data, or start a new run')
+    held = None  # SWA's learning rate, from --swa-from on
     history, first = restore(state, model, optimizer, scheduler, average, train_loader, device) if state else ([], 0)
     for epoch in range(first, args.epochs):
         start, averaging = time.time(), bool(args.swa_from) and epoch + 1 >= args.swa_from
@@ -132,7 +127,7 @@ def main():
         history.append(dict(epoch=epoch + 1, train_loss=loss, val_accuracy=accuracy, lr=lr, seconds=seconds))
         print(f'epoch {epoch + 1}/{args.epochs}: loss {loss:.4f}, validation accuracy {accuracy:.2f} %, '
               f'{seconds:.0f} s')
-        save(dict(args=vars(args), epoch=epoch + 1, history=history, data=seen, model=model.state_dict(),  # NaN: no
+        save(dict(args=vars(args), epoch=epoch + 1, history=history, model=model.state_dict(),  # NaN: no
                   optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), rng=torch.get_rng_state(),
                   average=average.state_dict() if average is not None else None,
                   loader_rng=train_loader.generator.get_state(),
@@ -155,15 +150,6 @@ def first_model(args, state):
         raise errors.Mistake(f'--init {args.init} is a {TITLES[name]} checkpoint, not {TITLES[args.model]}; '
                              f'give --init one of --model {args.model}')
     return unscale(model) if looks_scaled(model) else model  # scaled weights would make SGD's steps tiny
-
-
-def fingerprint(*loaders):
-    """Which images the run trains and validates on: resuming on other data is not the same run."""
-    h = hashlib.sha256()
-    for loader in loaders:
-        for t in (loader.images, loader.labels):
-            h.update(t.cpu().numpy().tobytes())
-    return h.hexdigest()
 
 
 def restore(state, model, optimizer, scheduler, average, train_loader, device):

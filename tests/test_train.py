@@ -59,12 +59,11 @@ def test_out_is_refused_when_it_is_the_init_file_or_in_checkpoints(tmp_path):
     assert start.read_bytes() == b'kept'
 
 
-def test_resume_refuses_a_changed_recipe_flag(tmp_path):
+def test_resume_refuses_a_recipe_flag(tmp_path):
     state = tmp_path / 'run.ckpt.state'
     torch.save({'args': {'model': 'resnet50', 'lr': 0.1, 'epochs': 30, 'holdout': 0}, 'epoch': 1}, state)
-    for flag, value, saved in (('--lr', 0.5, 0.1), ('--epochs', 40, 30), ('--holdout', 8, 0)):
-        one_line_error(train('--resume', state, flag, value),
-                       re.escape(f"{flag} {value} differs from the run's {saved}: --resume goes on"))
+    for flag, value in (('--lr', 0.5), ('--epochs', 40), ('--holdout', 8)):
+        one_line_error(train('--resume', state, flag, value), f"{flag}: --resume goes on with the run's own settings")
     one_line_error(train('--resume', tmp_path / 'none.state'), 'training state not found')
     (tmp_path / 'other.state').write_bytes(b'not a state')
     one_line_error(train('--resume', tmp_path / 'other.state'), 'is not a training state train.py can continue')
@@ -98,17 +97,6 @@ def test_a_run_writes_a_scaled_checkpoint_that_main_py_loads(trained):
     assert 'saved model: validation accuracy' in stdout
     history = weights(state)['history']  # the per-epoch log, to plot
     assert [h['epoch'] for h in history] == [1] and {'train_loss', 'val_accuracy', 'lr', 'seconds'} <= history[0].keys()
-
-
-@pytest.mark.slow
-def test_resume_on_other_data_is_refused(trained, tmp_path):
-    out, state, _ = trained
-    saved = weights(state)
-    saved['args']['data'] = make_image_folder(tmp_path / 'other', train_per_class=10, test_per_class=2, seed=1)
-    torch.save(saved, tmp_path / 'other.state')
-    one_line_error(train('--resume', tmp_path / 'other.state', '--out', tmp_path / 'x.ckpt'),
-                   'does not hold the images this run trained and validated on')
-    assert not (tmp_path / 'x.ckpt').exists()
 
 
 @pytest.mark.slow
