@@ -3,9 +3,8 @@
     python train.py --model resnet50 --data DIR --epochs 50 --out outputs/resnet50.ckpt
     python train.py --resume outputs/resnet50.ckpt.state      # after an interruption or --stop-after
 
-The recipe and its options: docs/training.md. After every epoch the whole run is saved to OUT.state
-(its 'history' is the per-epoch log); --resume goes on to the weights an uninterrupted run gets. At the
-end the weights are scaled for main.py's Adam epoch, stored in half precision, tested as stored, saved.
+After every epoch the run is saved to OUT.state; at the end the weights are scaled for main.py's Adam epoch,
+stored in half precision, tested as stored and saved (docs/training.md).
 """
 import os
 import sys

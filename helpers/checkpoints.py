@@ -1,8 +1,6 @@
-"""Checkpoints: the assignment's plain state dicts, `torch.save(model.state_dict(), PATH)`. Loading uses
-torch's weights-only unpickler (pickled code is refused, never run), takes the weights out of the usual
-wrappers and key prefixes, checks a shipped file against the SHA256SUMS beside it, and says in one line what
-does not fit. Saving is whole or not at all (a temporary file renamed into place), never of NaN weights.
-"""
+"""Checkpoints: the assignment's plain state dicts. Loading goes through torch's weights-only unpickler, takes
+the weights out of the usual wrappers and key prefixes, checks SHA256SUMS, and says in one line what does not
+fit. Saving is whole or not at all (a temporary file renamed into place), never of NaN weights."""
 import functools
 import hashlib
 import os
@@ -44,7 +42,7 @@ def name_of(model):
     return identify(model.state_dict()) if isinstance(model, (ResNet50_layer4, VGG)) else None
 
 
-def title_of(model):
+def title_of(model):  # for messages
     return TITLES.get(name_of(model)) or type(model).__name__
 
 
@@ -101,8 +99,8 @@ def _is_weights(value):
 
 
 def _candidates(state, path):
-    """The dicts of tensors in what torch.load gave: itself, or its entries that hold weights ('state_dict' first;
-    a model's weights beside an EMA copy, say, are both candidates, and the one that fits the model is taken)."""
+    """The dicts of tensors in what torch.load gave: itself, or its entries ('state_dict' first; a model beside
+    its EMA copy gives both, and `load` takes the one that fits)."""
     if isinstance(state, dict) and {'args', 'epoch', 'history', 'model', 'optimizer'} <= state.keys():
         raise Mistake(f"{path} is train.py's training state, not a checkpoint; pass the checkpoint train.py wrote, "
                       f"or go on training with python train.py --resume {path}")
@@ -127,11 +125,10 @@ def _fit(state, wanted):
     return stripped
 
 
-def load(model, path, hint=HINT, state=None):
-    """Load checkpoint `path` (`state`: what read(path) gave, if read already) into `model`, cast to the model's
-    float32; or a Mistake that says what to do."""
+def load(model, path, state=None):
+    """Load checkpoint `path` (or `state`, what read(path) gave) into `model`; or a Mistake that says what to do."""
     expected = shapes(model.state_dict())
-    fitted = [_fit(c, expected.keys()) for c in (read(path, hint) if state is None else state)]
+    fitted = [_fit(c, expected.keys()) for c in (read(path) if state is None else state)]
     state = next((c for c in fitted if shapes(c) == expected), fitted[0])
     if shapes(state) != expected:
         raise Mistake(_mismatch(path, state, model, expected))
@@ -169,7 +166,7 @@ def load_either(path, hint):
     if name is None:
         raise Mistake(f'{path} is neither a VGG16 nor a ResNet50_layer4 checkpoint; {hint}')
     model = MODELS[name]()
-    load(model, path, hint, state)
+    load(model, path, state)
     return name, model
 
 

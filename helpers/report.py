@@ -9,7 +9,7 @@ import sys
 
 from helpers.data import CLASSES
 from helpers.errors import Mistake
-from helpers.paths import PROJECT, check_place, inside, shown
+from helpers.paths import check_place, inside, shown
 
 HEADER = '# CIFAR-10 run report (python main.py --report)'  # how an earlier report is known
 FIGURES = ('loss.png', 'per_class.png', 'confusion.png')
@@ -23,19 +23,12 @@ def _stamp(body):
     return f'<!-- main.py --report; sha256 of the lines above: {hashlib.sha256(body.encode()).hexdigest()} -->\n'
 
 
-PROJECT_FOLDERS = ('.ci', '.git', 'checkpoints', 'data', 'docs', 'helpers', 'tests', 'tools')
-
-
 def check(folder, others=()):
     """Stop in one line unless the report can go into `folder` losing no file (`others`: --out); its real path."""
     real = os.path.realpath(folder := os.path.expanduser(os.fspath(folder)))
 
     def refuse(why):
         raise Mistake(f'--report {shown(folder)} {why}; choose a new or empty folder, e.g. --report reports/run1')
-    if inside(PROJECT, real):
-        refuse('is the project folder, or holds it')
-    for name in (n for n in PROJECT_FOLDERS if inside(real, os.path.join(PROJECT, n))):
-        refuse(f"is in the project's own {name}/ folder")
     for other in filter(None, others):
         if inside(os.path.expanduser(os.fspath(other)), real):
             refuse(f'would hold {shown(other)}, which this run saves (or give another --out)')

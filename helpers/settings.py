@@ -1,8 +1,6 @@
-"""main.py's settings: the plain globals at its top, each with a flag that overrides it. One check for all:
-an edited setting is written out as its flag and read by the same parser as the command line, so
-`num_epochs = 0` and `--epochs 0` are refused by the same type, in a line that names the setting. The
-"Choose model" lines are checked here too. `number` and `Parser` serve train.py and the tools as well.
-"""
+"""main.py's settings: the globals at its top, each overridden by a flag. One check for all: an edited setting
+is read as its flag by the same parser, so `num_epochs = 0` and `--epochs 0` are refused alike, in a line that
+names the setting. The "Choose model" lines are checked here too."""
 import argparse
 import os
 import sys
@@ -67,22 +65,18 @@ SETTINGS = {'num_epochs': '--epochs', 'learning_rate': '--lr', 'batch_size': '--
 
 
 def parser():
-    p = Parser(prog='python main.py', description='Fine-tune a pretrained VGG16 or ResNet50_layer4 on CIFAR-10 for '
-               'one epoch (Adam, lr 0.001, batch 100) and print its test accuracy. Defaults: the settings at the '
-               'top of main.py.')
-    p.add_argument('--model', choices=sorted(MODELS), help='this network with its shipped checkpoint '
-                   "(default: the one in main.py's Choose model lines)")
+    p = Parser(prog='python main.py', description='Fine-tune a pretrained VGG16 or ResNet50_layer4 on CIFAR-10 for one '
+               'epoch and print its test accuracy. Defaults: the settings at the top of main.py.')
+    p.add_argument('--model', choices=sorted(MODELS), help="this network with its shipped checkpoint (default: main.py's)")
     p.add_argument('--checkpoint', type=path_text, metavar='PATH', help="start from this state dict (default: PATH)")
-    p.add_argument('--data', type=path_text, metavar='DIR', default='./data',
-                   help="CIFAR-10's folder: torchvision's (downloaded into an empty one) or DIR/train/<class>/, "
-                        "DIR/test/<class>/ images")
+    p.add_argument('--data', type=path_text, metavar='DIR', default='./data', help="CIFAR-10's folder: torchvision's "
+                   "(downloaded into an empty one) or DIR/train/<class>/, DIR/test/<class>/ images")
     p.add_argument('--epochs', type=number(), metavar='N', default=1)
     p.add_argument('--lr', type=number(float, 1e-12), metavar='LR', default=0.001, help="Adam's learning rate")
     p.add_argument('--batch-size', type=number(), metavar='N', default=100)
     p.add_argument('--device', type=device_text, default='auto', help=devices.DEVICE_HELP)
     p.add_argument('--eval-only', action='store_true', help='only test the checkpoint')
-    p.add_argument('--out', type=path_text, metavar='PATH', help='the fine-tuned checkpoint '
-                   '(default: outputs/<model>_final.ckpt)')
+    p.add_argument('--out', type=path_text, metavar='PATH', help='default: outputs/<model>_final.ckpt')
     p.add_argument('--seed', type=number(int, -2 ** 63, 2 ** 64), metavar='N',
                    help='seed for shuffling, augmentation and dropout (default: a fresh one)')
     p.add_argument('--plain', action='store_true', help="the assignment's own pipeline: PIL transforms, float32")

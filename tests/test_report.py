@@ -101,13 +101,11 @@ def test_a_report_never_goes_into_a_folder_holding_other_files(tmp_path, own, sa
     assert files(tmp_path / 'mine') == own
 
 
-@pytest.mark.parametrize('folder', ['.', '..', 'docs', 'helpers', 'tests/run1', 'tests/../checkpoints', '.git/r',
-                                    'LINK', 'LINK/docs/run1', 'LINK/tests/../data', 'DOCS-LINK/run1'])
+@pytest.mark.parametrize('folder', ['.', '..', 'docs', 'helpers', 'tests/../checkpoints', 'LINK', 'LINK/docs'])
 def test_a_report_never_goes_into_the_projects_own_folders_also_through_a_link(tmp_path, folder):
-    if 'LINK' in folder:
+    if 'LINK' in folder:  # `--report .` or `--report docs`: the one rule, a folder of other files, refuses them
         symlink_or_skip(PROJECT, tmp_path / 'LINK')
-        symlink_or_skip(os.path.join(PROJECT, 'docs'), tmp_path / 'DOCS-LINK')
-    with pytest.raises(Mistake, match=f"(project's own \\S+/ folder|is the project folder, or holds it); {CHOOSE}"):
+    with pytest.raises(Mistake, match=f"holds files that are not a report's .*; {CHOOSE}"):
         report.check(os.path.join(tmp_path if folder[0].isupper() else PROJECT, folder))
 
 
