@@ -1,10 +1,5 @@
-"""Which device to run on, and in which precision: `auto` takes a CUDA GPU, else the
-Apple GPU, else the CPU. bf16 autocast only where the hardware computes bf16
-natively (CPUs with AVX512-BF16 or AMX; NVIDIA from compute capability 8.0):
-elsewhere it is emulated, many times slower, and `torch.cuda.is_bf16_supported()`
-counts emulation. float16 never: the shipped weights exceed its range. The Apple
-GPU runs float32 after one training step there agrees with the CPU's (MPS has
-computed wrong gradients in some releases); where it does not, the CPU.
+"""Which device to run on, and in which precision: bf16 autocast only where the hardware computes it natively
+(emulated it is many times slower), float16 never (the shipped weights exceed its range); docs/platforms.md.
 """
 import contextlib
 import copy
@@ -21,8 +16,7 @@ NATIVE_BF16_CAPABILITY = (8, 0)  # Ampere: the first NVIDIA GPUs whose tensor co
 
 
 def parse_device(choice):
-    """'auto', or a torch.device of type cpu, cuda or mps, for what a person wrote; or a Mistake.
-    Whether this machine has that device is `pick_device`'s question."""
+    """'auto', or a torch.device of type cpu, cuda or mps, for what a person wrote (whether it exists: pick_device)."""
     text = str(choice).strip().lower()
     if text == 'auto':
         return text
@@ -35,20 +29,16 @@ def parse_device(choice):
     return device
 
 
-def mps_available():
-    mps = getattr(torch.backends, 'mps', None)
-    return bool(mps is not None and mps.is_available())
-
-
 def pick_device(choice='auto'):
     """A torch.device for 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', or a Mistake that says what to use."""
     device = parse_device(choice)
     if device == 'auto':
-        device = torch.device('cuda' if torch.cuda.is_available() else 'mps' if mps_available() else 'cpu')
+        mps = torch.backends.mps.is_available()
+        device = torch.device('cuda' if torch.cuda.is_available() else 'mps' if mps else 'cpu')
     if device.type == 'cpu':
         return torch.device('cpu')
     if device.type == 'mps':
-        if not mps_available():
+        if not torch.backends.mps.is_available():
             raise Mistake(f"--device {choice}, but PyTorch sees no Apple GPU (MPS) here; use --device cpu (or auto)")
         if not step_agrees(torch.device('mps')):
             print('note: one training step on the Apple GPU (MPS) disagrees with the same step on the CPU in this '
@@ -72,8 +62,8 @@ def _gradients(net, x, y, device):
 
 
 def step_agrees(device, tolerance=1e-3):
-    """True when one training step on `device` gives the CPU's gradients: a small network with 3x3, 1x1
-    and strided convolutions and BatchNorm, on a sliced (non-contiguous) batch, as main.py runs it."""
+    """True when one training step on `device` gives the CPU's gradients (MPS computed wrong ones in some releases):
+    a small network with 3x3, 1x1 and strided convolutions and BatchNorm, on a sliced batch, as main.py runs it."""
     with torch.random.fork_rng(devices=[]):  # the run's own random numbers stay as they were
         torch.manual_seed(0)
         net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),

@@ -1,9 +1,5 @@
-"""What makes main.py's fine-tune fast without changing what it computes: images
-decoded once and augmented a batch at a time on the device (helpers/data.py),
-channels_last, bf16 autocast where the hardware has it (helpers/devices.py),
-on the CPU 1x1 convolutions and ResNet50_layer4's 3x3 convolutions on 2x2 maps
-as matrix products, and Adam's fused kernel. Each measured faster in an A/B on
-this project's CPUs (docs/speed.md, with what was tried and lost).
+"""What makes main.py's fine-tune fast without changing what it computes: channels_last, CPU convolutions
+as matrix products where that measured faster, and Adam's fused kernel (docs/speed.md has the A/B figures).
 """
 import torch
 import torch.nn as nn
@@ -14,9 +10,8 @@ from vgg16_full import VGG
 
 
 class PointwiseConv2d(nn.Conv2d):
-    """A 1x1 convolution computed as a matrix product: the same parameters and arithmetic, a
-    faster kernel for a CPU training step. In bf16 without gradients (the test pass) oneDNN's
-    own 1x1 kernel is the faster one, so it is used there. Swapped in by `prepare`."""
+    """A 1x1 convolution as a matrix product, faster in a CPU training step; in a bf16 test pass
+    (no gradients) oneDNN's own 1x1 kernel is faster, so it is used there."""
 
     def forward(self, x):
         if x.dtype == torch.bfloat16 and not torch.is_grad_enabled():
@@ -38,9 +33,8 @@ _TAP_OF = torch.tensor([[float(t == 3 * (iy - oy + 1) + (ix - ox + 1)) for t in 
 
 
 def conv3x3_on_2x2(x, weight, bias):
-    """conv2d(x, weight, bias, padding=1) for a 2x2 map as one matrix product: every output pixel sees all four
-    input pixels, each through another tap, so it is one 4C_out x 4C_in linear map (4 of the 9 taps' work; the
-    rest would multiply padding), whose gradient is a matrix product too, where oneDNN's bf16 backward is slow."""
+    """conv2d(x, weight, bias, padding=1) for a 2x2 map as one 4C_out x 4C_in matrix product: every output
+    pixel sees all four input pixels, each through another tap (the other taps would multiply padding)."""
     n, c = x.shape[:2]
     co = weight.shape[0]
     taps = weight.permute(2, 3, 0, 1).reshape(9, co * c)
@@ -51,10 +45,8 @@ def conv3x3_on_2x2(x, weight, bias):
 
 
 class TinyMapConv2d(nn.Conv2d):
-    """A 3x3 convolution (padding 1) that, on a 2x2 map in bf16, runs as `conv3x3_on_2x2`:
-    ResNet50_layer4's last stage. There one training step of it takes about a quarter of
-    oneDNN's time; in float32, or on larger maps, oneDNN's own kernel is as fast or faster,
-    so it is used there. Swapped in by `prepare` for bf16 on the CPU."""
+    """A 3x3 convolution (padding 1) that runs as `conv3x3_on_2x2` on a 2x2 map in bf16, about 4x faster
+    than oneDNN there; in float32, or on larger maps, oneDNN's own kernel is as fast."""
 
     def forward(self, x):
         dtype = torch.get_autocast_dtype('cpu') if torch.is_autocast_enabled('cpu') else x.dtype
@@ -66,9 +58,8 @@ class TinyMapConv2d(nn.Conv2d):
 
 
 class Float32BatchNorm1d(nn.BatchNorm1d):
-    """BatchNorm1d computed in float32 under bf16 autocast. The shipped VGG16's head
-    BatchNorm1d sees values near 2^60 (helpers/weight_scaling.py) and squares them:
-    its statistics keep float32's mantissa, whatever precision the layers around it use."""
+    """BatchNorm1d in float32 under bf16 autocast: the shipped VGG16's head sees values near 2^60
+    (helpers/weight_scaling.py) and squares them, which needs float32's mantissa."""
 
     def forward(self, x):
         with torch.autocast(x.device.type, enabled=False):
@@ -76,9 +67,7 @@ class Float32BatchNorm1d(nn.BatchNorm1d):
 
 
 def pointwise_as_gemm(bf16=False):
-    """Whether this CPU's training step runs 1x1 convolutions faster as PointwiseConv2d's matrix
-    product: yes under bf16 autocast and on CPUs below AVX-512; on AVX-512 CPUs in float32
-    oneDNN's own kernels win (docs/speed.md)."""
+    """Whether this CPU's training step runs 1x1 convolutions faster as PointwiseConv2d (docs/speed.md)."""
     return bf16 or torch.backends.cpu.get_cpu_capability() != 'AVX512'
 
 
@@ -88,29 +77,23 @@ def adam_options(device):
 
 
 def channels_last(model, device):
-    """Whether `model` runs in channels_last memory on `device` (and so its input batches): the assignment's
-    models do, except on the Apple GPU, whose channels_last convolution backward was ~30x slower than NCHW.
-    A student's own network may x.view() its activations, which channels_last memory does not allow."""
+    """Whether `model` (and so its input batches) runs in channels_last memory on `device`: not a student's own
+    network, which may x.view() its activations, nor on the Apple GPU, where its backward was ~30x slower."""
     return bool(name_of(model) or isinstance(model, VGG)) and device.type != 'mps'
 
 
 def prepare(model, device, bf16=False):
-    """The model on `device` in channels_last (the assignment's models), with the CPU's faster 1x1 convolutions.
-
-    `bf16`: the model will run under bf16 autocast (helpers/devices.py). Parameter
-    names and shapes do not change, so checkpoints load and save as before.
-    """
+    """`model` on `device` with the fast layers swapped in (`bf16`: it will run under bf16 autocast). Parameter
+    names and shapes do not change, so checkpoints load and save as before."""
     layout = torch.channels_last if channels_last(model, device) else torch.contiguous_format
     model = model.to(device, memory_format=layout)
     for m in model.modules():
-        if device.type == 'cpu' and pointwise_as_gemm(bf16) and (
-                type(m) is nn.Conv2d and m.kernel_size == (1, 1) and m.padding == (0, 0)
-                and m.dilation == (1, 1) and m.groups == 1):
+        cpu_conv = device.type == 'cpu' and type(m) is nn.Conv2d and m.dilation == (1, 1) and m.groups == 1
+        if cpu_conv and m.kernel_size == (1, 1) and m.padding == (0, 0) and pointwise_as_gemm(bf16):
             m.__class__ = PointwiseConv2d
-        if device.type == 'cpu' and bf16 and (
-                type(m) is nn.Conv2d and m.kernel_size == (3, 3) and m.padding == (1, 1) and m.stride == (1, 1)
-                and m.dilation == (1, 1) and m.groups == 1 and m.padding_mode == 'zeros'):
+        elif (cpu_conv and bf16 and m.kernel_size == (3, 3) and m.padding == (1, 1) and m.stride == (1, 1)
+              and m.padding_mode == 'zeros'):
             m.__class__ = TinyMapConv2d
-        if bf16 and type(m) is nn.BatchNorm1d:
+        elif bf16 and type(m) is nn.BatchNorm1d:
             m.__class__ = Float32BatchNorm1d
     return model

@@ -1,15 +1,6 @@
-"""Scale a trained model's weights up so that main.py's Adam epoch barely moves it.
-
-Adam moves every weight by about `lr` a step whatever its gradient, so one
-epoch at lr 0.001 rewrites trained weights of 0.01-0.1 (docs/weight-scaling.md).
-But most weights only matter up to scale: a convolution followed by BatchNorm
-computes the same when its weight and bias are multiplied by s and the
-BatchNorm's running mean by s and variance by s^2; a BatchNorm feeding ReLU
-(and pooling) into such a pair can scale its affine weight and bias if the
-next pair follows; VGG's BN-free features are positively homogeneous, and its
-head's BatchNorm1d absorbs their product. The factors are powers of two, so
-the stored weights are exact multiples of the trained ones, with the
-assignment's keys and shapes.
+"""Scale a trained model's weights up so that main.py's Adam epoch barely moves it, without changing
+what it computes: by powers of two, so the stored weights are exact multiples of the trained ones
+(docs/weight-scaling.md).
 """
 import math
 
@@ -43,23 +34,6 @@ def _scale_into_bn(bn, s):
     bn.running_var.add_(bn.eps).mul_(s * s).sub_(bn.eps)
 
 
-def _scale_conv(pair, s):
-    conv, bn = pair[0], pair[1]
-    conv.weight.mul_(s)
-    conv.bias.mul_(s)
-    _scale_into_bn(bn, s)
-
-
-def _scale_bn_outputs(pairs, s, consumers):
-    """Multiply the (summed) output of the pairs' BatchNorms by s; each consumer (conv, bn) absorbs it."""
-    for pair in pairs:
-        pair[1].weight.mul_(s)
-        pair[1].bias.mul_(s)
-    for c in consumers:
-        c[0].bias.mul_(s)
-        _scale_into_bn(c[1], s)
-
-
 def _shortcut(block):
     return block.downsize if block.downsample else block.make_equal_channel
 
@@ -69,17 +43,23 @@ RESNET_CONV_SCALE, RESNET_BN_SCALE = 1024.0, 128.0  # powers of two (docs/weight
 
 @torch.no_grad()
 def rescale_resnet(model, conv_scale=RESNET_CONV_SCALE, bn_scale=RESNET_BN_SCALE):
-    # powers of two: the multiplications are exact in floating point
     blocks = [b for stage in (model.layer2, model.layer3, model.layer4) for b in stage]
     producers = [([model.layer1[:2]], [blocks[0].layer[0], _shortcut(blocks[0])])]
     for block, nxt in zip(blocks, blocks[1:] + [None]):
         producers += [([block.layer[0]], [block.layer[1]]), ([block.layer[1]], [block.layer[2]])]
         if nxt is not None:  # the last block feeds the classifier, which is not scale-free
             producers.append(([block.layer[2], _shortcut(block)], [nxt.layer[0], _shortcut(nxt)]))
-    for pairs, consumers in producers:
-        _scale_bn_outputs(pairs, bn_scale, consumers)
+    for pairs, consumers in producers:  # the (summed) output of the pairs' BatchNorms times bn_scale
+        for pair in pairs:
+            pair[1].weight.mul_(bn_scale)
+            pair[1].bias.mul_(bn_scale)
+        for pair in consumers:
+            pair[0].bias.mul_(bn_scale)
+            _scale_into_bn(pair[1], bn_scale)
     for pair in [model.layer1[:2]] + [p for b in blocks for p in (*b.layer, _shortcut(b))]:
-        _scale_conv(pair, conv_scale)
+        pair[0].weight.mul_(conv_scale)
+        pair[0].bias.mul_(conv_scale)
+        _scale_into_bn(pair[1], conv_scale)
     return model
 
 
@@ -110,7 +90,6 @@ def _vgg_layers(model):
     return [m for m in model.features if isinstance(m, nn.Conv2d)] + [model.classifier[1]]
 
 
-@torch.no_grad()
 def _multiply_vgg(model, layers, bits):
     """Each layer's weight times 2^bits; its bias and the head's BatchNorm1d follow the product."""
     total = 1.0
@@ -156,9 +135,8 @@ def scale_for_adam(model):
 
 @torch.no_grad()
 def unscale(model):
-    """A scaled model back at a trained scale, in place (to train it further): ResNet50_layer4 exactly; VGG16's
-    factors were not stored, so the bits that bring its head variance near 1 (never near eps) come out, spread
-    so that each layer lands near a fresh vgg16()'s size."""
+    """A scaled model back at a trained scale, in place: ResNet50_layer4 exactly; VGG16 (factors not stored) loses
+    the bits that bring its head variance near 1 (never near eps), spread so each layer nears a fresh vgg16()'s size."""
     if name_of(model) == 'resnet50':
         return rescale_resnet(model, 1 / RESNET_CONV_SCALE, 1 / RESNET_BN_SCALE)
     bn = model.classifier[2]

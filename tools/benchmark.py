@@ -1,10 +1,6 @@
 """Time main.py's fast default against the assignment's plain pipeline: whole
 `python main.py` runs, the same data, checkpoint and seed per round, the arms
-in alternating order so that a busy machine slows them alike. --train-images
-and --test-images cut an image folder down (symlinks to the first images of
-each class). Arms: plain (--plain), fast (the default), float32 (--bf16 off).
-
-    python -m tools.benchmark --data DIR --model resnet50 [--rounds 3] [--seeds 0 1 2] [--arms plain fast]
+in alternating order so that a busy machine slows them alike (docs/speed.md).
 """
 import os
 import re
@@ -24,6 +20,7 @@ ARMS = {'plain': ['--plain'], 'fast': [], 'float32': ['--bf16', 'off']}
 
 
 def subset(src, dst, per_class):
+    """Symlinks to the first `per_class[split]` images of each class."""
     for split, n in per_class.items():
         for c in CLASSES:
             os.makedirs(os.path.join(dst, split, c))

@@ -1,8 +1,6 @@
 """Make a checkpoint the shipped one of its model: write it into checkpoints/
-(scaled for the Adam epoch if it is not yet, as train.py does without
---no-rescale; half-precision weights where they fit) and list its sha256 in
-checkpoints/SHA256SUMS, which main.py checks. Git keeps every earlier
-version; commit both files together.
+(scaled for the Adam epoch if it is not yet, half-precision weights where they
+fit) and list its sha256 in checkpoints/SHA256SUMS, which main.py checks.
 
     python -m tools.ship_checkpoint outputs/vgg16.ckpt
 """
