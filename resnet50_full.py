@@ -1,10 +1,5 @@
-"""ResNet50_layer4: the course's bottleneck ResNet-50 for 32x32 CIFAR-10 images.
-
-A 7x7/2 stem and 3x3/2 max-pool take 32x32 down to 8x8; three stages of 3, 4
-and 6 bottleneck blocks follow (the first two stages end by halving the map),
-then a 2x2 average pool and a 1024->10 linear layer. Parameter names and shapes
-are the assignment's, so its `resnet50_epoch285.ckpt` loads with `strict=True`.
-"""
+"""ResNet50_layer4: the course's bottleneck ResNet-50 for 32x32 CIFAR-10 images. Parameter names and
+shapes are the assignment's, so its `resnet50_epoch285.ckpt` loads with `strict=True`."""
 import torch.nn as nn
 
 __all__ = ['conv1x1', 'conv3x3', 'ResidualBlock', 'ResNet50_layer4']
@@ -29,13 +24,8 @@ def conv3x3(in_channels, out_channels, stride, padding):
 
 
 class ResidualBlock(nn.Module):
-    """Bottleneck block: 1x1 reduce, 3x3, 1x1 expand, plus a projected shortcut.
-
-    A downsampling block halves the map in its first 1x1 conv and projects the
-    shortcut with a strided 1x1 conv (`downsize`); every other block projects
-    the shortcut with `make_equal_channel`. The output is the plain sum: as in
-    the assignment there is no ReLU after it.
-    """
+    """Bottleneck block: 1x1 reduce (strided when downsampling), 3x3, 1x1 expand, plus a projected
+    shortcut. The output is the plain sum: as in the assignment there is no ReLU after it."""
 
     def __init__(self, in_channels, middle_channels, out_channels, downsample=False):
         super(ResidualBlock, self).__init__()

@@ -1,10 +1,5 @@
-"""VGG16 for CIFAR-10, exactly as the course assignment defines it.
-
-Thirteen 3x3 convolutions without BatchNorm, then a small CIFAR head
-(Dropout, Linear 512->512, BatchNorm1d, ReLU, Dropout, Linear 512->10).
-Parameter names and shapes are the assignment's, so its `vgg16_epoch250.ckpt`
-loads with `strict=True`.
-"""
+"""VGG16 for CIFAR-10, exactly as the course assignment defines it: thirteen 3x3 convolutions without
+BatchNorm, then a small CIFAR head. Its `vgg16_epoch250.ckpt` loads with `strict=True`."""
 import math
 
 import torch.nn as nn

@@ -1,1 +1,0 @@
-"""Scripts only maintainers run, as `python -m tools.NAME` from the repository root."""
