@@ -48,8 +48,7 @@ def parse(argv):
     p.add_argument('--seed', type=number(int, 0, 2 ** 63), default=0)
     p.add_argument('--resume', type=path_text, metavar='STATE', help='continue the run saved in this state')
     p.add_argument('--stop-after', type=number(), metavar='N', help='stop after N epochs (--resume goes on)')
-    p.add_argument('--no-rescale', action='store_true', help='save the weights as trained')
-    p.add_argument('--full-precision', action='store_true', help='save float32 weights')
+    p.add_argument('--no-rescale', action='store_true', help='save the float32 weights as trained')
     args = p.parse_args(argv)
     if args.resume:
         return resumed_settings(args, p.given(argv))
@@ -223,9 +222,7 @@ def finish(args, model, average, train_loader, val_loader, device, autocast):
         print(f'using the average of epochs {args.swa_from} to {args.epochs} (BatchNorm statistics recomputed)')
     model = model.float().to(memory_format=torch.contiguous_format).cpu()
     model = fold_batchnorm(model) if args.batch_norm else model
-    if not args.no_rescale:
-        scale_for_adam(model)
-    weights = model.state_dict() if args.full_precision else compact(model.state_dict())
+    weights = model.state_dict() if args.no_rescale else compact(scale_for_adam(model).state_dict())
     stored = fast_path.prepare(MODELS[args.model](), device)  # what is saved is what is measured, as main.py does
     stored.load_state_dict(weights)
     accuracy = evaluate(stored, val_loader, devices.autocast(device, bf16=False))

@@ -119,7 +119,7 @@ def test_resume_after_stop_after_gives_the_weights_of_an_uninterrupted_run(folde
 def test_swa_saves_the_average_of_the_averaged_epochs_with_batchnorm_recomputed(folder, tmp_path):
     out, state = tmp_path / 'swa.ckpt', tmp_path / 'swa.ckpt.state'
     common = ['--model', 'resnet50', '--data', folder, '--epochs', 2, '--swa-from', 1, *SMALL,
-              '--no-rescale', '--full-precision', '--out', out]
+              '--no-rescale', '--out', out]
     assert train(*common, '--stop-after', 1).returncode == 0
     first = weights(state)['model']
     r = train('--resume', state)  # the average so far is in the state
@@ -137,7 +137,7 @@ def test_swa_saves_the_average_of_the_averaged_epochs_with_batchnorm_recomputed(
 def test_batch_norm_vgg16_folds_into_the_assignments_vgg16(folder, tmp_path):
     out = tmp_path / 'vgg.ckpt'
     r = train('--model', 'vgg16', '--batch-norm', '--data', folder, '--epochs', 1, *SMALL,
-              '--no-rescale', '--full-precision', '--out', out)
+              '--no-rescale', '--out', out)
     assert r.returncode == 0 and 'VGG16 with BatchNorm' in r.stdout, r.stderr[-2000:]
     trained_bn = VGG(make_layers(cfg['D'], batch_norm=True))
     trained_bn.load_state_dict(weights(f'{out}.state')['model'])
@@ -164,7 +164,7 @@ def test_init_starts_from_a_scaled_checkpoint_scaled_back(folder, tmp_path):
     torch.save(scale_for_adam(model).state_dict(), tmp_path / 'shipped.ckpt')
     start = unscale(model)
     r = train('--model', 'resnet50', '--data', folder, '--epochs', 1, *SMALL, '--init', tmp_path / 'shipped.ckpt',
-              '--lr', 1e-12, '--no-rescale', '--full-precision', '--out', tmp_path / 'more.ckpt')
+              '--lr', 1e-12, '--no-rescale', '--out', tmp_path / 'more.ckpt')
     assert r.returncode == 0, r.stderr[-2000:]
     saved = weights(tmp_path / 'more.ckpt')
     for key, p in start.named_parameters():
