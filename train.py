@@ -76,8 +76,8 @@ def resumed_settings(args, given):
                              'start a new run')
     recipe = sorted(given - MAY_CHANGE)
     if recipe:
-        raise errors.Mistake(f"--{recipe[0].replace('_', '-')}: --resume goes on with the run's own settings (only --out, "
-                             "--device, --bf16 and --stop-after may be given); start a new run to change them")
+        raise errors.Mistake(f"--{recipe[0].replace('_', '-')}: --resume goes on with the run's own settings (only "
+                             "--out, --device, --bf16 and --stop-after may be given); start a new run to change them")
     vars(args).update({**saved, **{k: getattr(args, k) for k in given | {'stop_after'}}})  # this run's --resume
     return args, state
 

@@ -1,19 +1,19 @@
-"""`main.py --report DIR`: report.md and figures to paste, losing nobody's file: only into a new or empty folder or
-an earlier report's, each file written beside its place, renamed over it once all are whole."""
+"""`main.py --report DIR`: report.md to paste, losing nobody's file: only into a new or empty folder or an earlier
+report's, written whole or not at all."""
 import contextlib
-import errno
 import hashlib
 import itertools
 import os
 import sys
 
+from helpers.checkpoints import write_atomic
 from helpers.data import CLASSES
 from helpers.errors import Mistake
 from helpers.paths import check_place, inside, shown
 
 HEADER = '# CIFAR-10 run report (python main.py --report)'  # how an earlier report is known
-FIGURES = ('loss.png', 'per_class.png', 'confusion.png')
-OLDER = ('mistakes.png', 'confused_pair_correct.png')  # an earlier version's report drew these too
+# figures an earlier version's report drew beside its report.md
+FIGURES = ('loss.png', 'per_class.png', 'confusion.png', 'mistakes.png', 'confused_pair_correct.png')
 # what file browsers and Jupyter leave in a folder they showed, and an older version's manifest
 LITTER = {'.DS_Store', 'Thumbs.db', 'desktop.ini', '.ipynb_checkpoints', '.report.sha256'}
 
@@ -35,7 +35,7 @@ def check(folder, others=()):
     names, text = sorted(set(os.listdir(real)) - LITTER) if os.path.isdir(real) else [], ''
     with contextlib.suppress(OSError), open(os.path.join(real, 'report.md'), 'rb') as f:
         text = f.read().decode('utf-8', 'replace')
-    others, body = [n for n in names if n not in {'report.md', *FIGURES, *OLDER}], text[:text.rfind('<!--')]
+    others, body = [n for n in names if n not in {'report.md', *FIGURES}], text[:text.rfind('<!--')]
     if others:
         refuse(f"holds files that are not a report's ({', '.join(others[:3])}{', ...' * (len(others) > 3)})")
     if names and not (body.startswith(HEADER) and text == body + _stamp(body)):
@@ -50,40 +50,11 @@ def confused_pairs(confusion, top=3):
     return [(a, b, confusion[a][b], confusion[b][a]) for n, a, b in pairs[::-1][:top] if n > 0]
 
 
-def _figure_class():
-    with contextlib.suppress(ImportError):
-        from matplotlib.figure import Figure
-        return Figure
-    print('note: matplotlib is not installed, so the report has no figures; pip install matplotlib', file=sys.stderr)
-
-
-def _figures(Figure, r, per_class):
-    """[(section, file name, figure)] of the report of the run `r`."""
-    made, losses, confusion = [], r['step_losses'], r['confusion']
-    def axes(section, name, size=(7, 4), **settings):
-        made.append((section, name, Figure(figsize=size, dpi=100, layout='tight')))
-        return made[-1][2].add_subplot(title=section, **settings)
-    if losses:
-        ax = axes('Fine-tuning loss', 'loss.png', xlabel='step', ylabel='cross-entropy loss')
-        ax.plot(steps := range(1, len(losses) + 1), losses, lw=0.6, alpha=0.5)
-        ax.plot(steps, [s / n for n, s in zip(steps, itertools.accumulate(losses))], lw=2)
-        ax.legend(['loss per step', 'running mean (as printed)'])
-    ax = axes('Test accuracy per class', 'per_class.png', ylabel='accuracy (%)', ylim=(0, 105))
-    ax.bar_label(ax.bar(CLASSES, per_class), fmt='%.1f', fontsize=8)
-    ax.tick_params(axis='x', rotation=45)
-    ax = axes('Confusion matrix (test images)', 'confusion.png', (7, 6), xlabel='predicted class', ylabel='true class',
-              yticks=range(10), yticklabels=CLASSES)
-    ax.set_xticks(range(10), CLASSES, rotation=45, ha='right')
-    ax.imshow(confusion, cmap='Blues')
-    for (i, row), j in itertools.product(enumerate(confusion), range(10)):
-        ax.text(j, i, row[j], ha='center', va='center', fontsize=8, color='wk'[2 * row[j] <= max(map(max, confusion))])
-    return made
-
-
-def _markdown(r, per_class, figures):
+def _markdown(r):
     def row(*cells):
         return '| ' + ' | '.join(map(str, cells)) + ' |'
     tuned, confusion, pairs = r['epochs'] > 0, r['confusion'], confused_pairs(r['confusion'])
+    per_class = [100 * row[i] / max(sum(row), 1) for i, row in enumerate(confusion)]
     lines = [HEADER, '', '| | |', '| --- | --- |', row('model', r['model']),
              row('checkpoint', f"`{r['checkpoint']}`" if r['checkpoint'] else 'none: random weights'),
              row('checkpoint sha256', f"`{r['checkpoint_sha256']}`") if r['checkpoint'] else None,
@@ -99,34 +70,15 @@ def _markdown(r, per_class, figures):
              row('', *CLASSES), '| --- |' + ' ---: |' * 10, *(row(f'**{c}**', *n) for c, n in zip(CLASSES, confusion)),
              *['', '## Most-confused pairs', ''] * bool(pairs),
              *(f'- **{CLASSES[a]} and {CLASSES[b]}**: {ab} {CLASSES[a]} image(s) were called {CLASSES[b]} and {ba} '
-               f'{CLASSES[b]} image(s) {CLASSES[a]}.' for a, b, ab, ba in pairs),
-             *(line for section, name, _ in figures for line in ('', f'## {section}', '', f'![{section}]({name})'))]
+               f'{CLASSES[b]} image(s) {CLASSES[a]}.' for a, b, ab, ba in pairs)]
     text = '\n'.join(line for line in lines if line is not None) + '\n'
     return text + _stamp(text)
 
 
 def write(folder, record):
-    """The figures and report.md in `folder`: all new, or (full disk, Ctrl-C) the earlier files as they were."""
-    real, staged = check(folder), {}  # checked again: the folder may have changed during the run
-    per_class = [100 * row[i] / max(sum(row), 1) for i, row in enumerate(record['confusion'])]
-    try:
-        os.makedirs(real, exist_ok=True)
-        figures = _figures(Figure, record, per_class) if (Figure := _figure_class()) else []
-        text = _markdown(record, per_class, figures).encode('utf-8')  # UTF-8 whatever the locale
-        for name, data in [*((name, fig) for _, name, fig in figures), ('report.md', text)]:
-            staged[name] = os.path.join(real, f'.{name}.{os.getpid()}.tmp')  # made with the usual permissions
-            with open(staged[name], 'wb') as f:
-                f.write(data) if name == 'report.md' else data.savefig(f, format='png')
-        for name, tmp in staged.items():  # all whole: each renamed over its place, report.md last
-            os.replace(tmp, os.path.join(real, name))
-        for name in {*FIGURES, *OLDER}.intersection(os.listdir(real)) - set(staged):  # an earlier run's only
-            os.remove(os.path.join(real, name))
-    except OSError as e:
-        space = 'free some space or ' if e.errno in (errno.ENOSPC, getattr(errno, 'EDQUOT', 0)) else ''
-        raise Mistake(f"cannot write the report in {shown(folder)} ({e.strerror or e}); an earlier report's files "
-                      f'are as they were; {space}choose another --report') from None
-    finally:
-        for tmp in filter(os.path.lexists, staged.values()):
-            os.remove(tmp)
+    """report.md in `folder`, whole or not at all (a full disk, Ctrl-C: the earlier one as it was)."""
+    real = check(folder)  # checked again: the folder may have changed during the run
+    write_atomic(os.path.join(real, 'report.md'), lambda f: f.write(_markdown(record).encode('utf-8')))
+    for name in set(FIGURES).intersection(os.listdir(real)):  # an earlier version's figures, not of this run
+        os.remove(os.path.join(real, name))
     print(f"Report written to {os.path.join(os.fspath(folder), 'report.md')}", file=sys.stderr)
-

@@ -67,7 +67,8 @@ SETTINGS = {'num_epochs': '--epochs', 'learning_rate': '--lr', 'batch_size': '--
 def parser():
     p = Parser(prog='python main.py', description='Fine-tune a pretrained VGG16 or ResNet50_layer4 on CIFAR-10 for one '
                'epoch and print its test accuracy. Defaults: the settings at the top of main.py.')
-    p.add_argument('--model', choices=sorted(MODELS), help="this network with its shipped checkpoint (default: main.py's)")
+    p.add_argument('--model', choices=sorted(MODELS),
+                   help="this network with its shipped checkpoint (default: main.py's model lines)")
     p.add_argument('--checkpoint', type=path_text, metavar='PATH', help="start from this state dict (default: PATH)")
     p.add_argument('--data', type=path_text, metavar='DIR', default='./data', help="CIFAR-10's folder: torchvision's "
                    "(downloaded into an empty one) or DIR/train/<class>/, DIR/test/<class>/ images")
