@@ -18,7 +18,7 @@ from torch.optim.swa_utils import SWALR, AveragedModel, update_bn
 from helpers import data, devices, errors, fast_path, paths
 from helpers.checkpoints import MODELS, TITLES, load_either, save
 from helpers.progress import progress
-from helpers.settings import Parser, device_text, number, path_text
+from helpers.settings import Parser, number, path_text
 from helpers.weight_scaling import compact, fold_batchnorm, looks_scaled, scale_for_adam, unscale
 from vgg16_full import VGG, cfg, make_layers
 
@@ -44,7 +44,7 @@ def parse(argv):
     p.add_argument('--init', type=path_text, metavar='CKPT', help='start from this trained checkpoint')
     p.add_argument('--sam', type=number(float, 1e-12), metavar='RHO', help='sharpness-aware steps (e.g. 0.05)')
     p.add_argument('--bf16', choices=['auto', 'off'], default='auto', help='auto: where the hardware has it')
-    p.add_argument('--device', type=device_text, default='auto', help=devices.DEVICE_HELP)
+    p.add_argument('--device', type=devices.device_text, default='auto', help=devices.DEVICE_HELP)
     p.add_argument('--seed', type=number(int, 0, 2 ** 63), default=0)
     p.add_argument('--resume', type=path_text, metavar='STATE', help='continue the run saved in this state')
     p.add_argument('--stop-after', type=number(), metavar='N', help='stop after N epochs (--resume goes on)')

@@ -1,6 +1,7 @@
 """Which device to run on, and in which precision: bf16 autocast only where the hardware computes it natively
 (emulated it is many times slower), float16 never (the shipped weights exceed its range); docs/platforms.md.
 """
+import argparse
 import contextlib
 import copy
 import sys
@@ -15,26 +16,26 @@ DEVICE_HELP = 'auto (a CUDA GPU, else the Apple GPU, else the CPU), cpu, cuda, c
 NATIVE_BF16_CAPABILITY = (8, 0)  # Ampere: the first NVIDIA GPUs whose tensor cores compute bf16
 
 
-def parse_device(choice):
-    """'auto', or a torch.device of type cpu, cuda or mps, for what a person wrote (whether it exists: pick_device)."""
+def device_text(choice):
+    """--device's type: 'auto' or a cpu, cuda or mps device PyTorch knows (whether it is here: pick_device)."""
     text = str(choice).strip().lower()
-    if text == 'auto':
-        return text
     try:
-        device = torch.device(text)
+        kind = text if text == 'auto' else torch.device(text).type
     except (RuntimeError, ValueError):
-        raise Mistake(f"device '{choice}' is not a device PyTorch knows; use {DEVICE_HELP}") from None
-    if device.type not in ('cpu', 'cuda', 'mps'):
-        raise Mistake(f"device '{choice}': this project runs on the CPU, CUDA GPUs or the Apple GPU; use {DEVICE_HELP}")
-    return device
+        raise argparse.ArgumentTypeError(f"device '{choice}' is not a device PyTorch knows; use {DEVICE_HELP}") from None
+    if kind not in ('auto', 'cpu', 'cuda', 'mps'):
+        raise argparse.ArgumentTypeError(f"device '{choice}': this project runs on the CPU, CUDA GPUs or the Apple "
+                                         f"GPU; use {DEVICE_HELP}")
+    return text
 
 
 def pick_device(choice='auto'):
-    """A torch.device for 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', or a Mistake that says what to use."""
-    device = parse_device(choice)
+    """A torch.device for 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps' (as device_text checked it), or a Mistake."""
+    device = device_text(choice)
     if device == 'auto':
         mps = torch.backends.mps.is_available()
-        device = torch.device('cuda' if torch.cuda.is_available() else 'mps' if mps else 'cpu')
+        device = 'cuda' if torch.cuda.is_available() else 'mps' if mps else 'cpu'
+    device = torch.device(device)
     if device.type == 'cpu':
         return torch.device('cpu')
     if device.type == 'mps':

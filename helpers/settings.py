@@ -34,14 +34,6 @@ def path_text(text):  # `~` expanded; '' is no path
     return paths.expand(text)
 
 
-def device_text(text):
-    try:
-        devices.parse_device(text)
-    except SystemExit as e:
-        raise argparse.ArgumentTypeError(str(e.code).removeprefix('error: ')) from None
-    return str(text)
-
-
 class Parser(argparse.ArgumentParser):
     """Mistakes on the command line are one line (exit 2); in main.py's settings (`where`), a Mistake."""
     where = None
@@ -75,7 +67,7 @@ def parser():
     p.add_argument('--epochs', type=number(), metavar='N', default=1)
     p.add_argument('--lr', type=number(float, 1e-12), metavar='LR', default=0.001, help="Adam's learning rate")
     p.add_argument('--batch-size', type=number(), metavar='N', default=100)
-    p.add_argument('--device', type=device_text, default='auto', help=devices.DEVICE_HELP)
+    p.add_argument('--device', type=devices.device_text, default='auto', help=devices.DEVICE_HELP)
     p.add_argument('--eval-only', action='store_true', help='only test the checkpoint')
     p.add_argument('--out', type=path_text, metavar='PATH', help='default: outputs/<model>_final.ckpt')
     p.add_argument('--seed', type=number(int, -2 ** 63, 2 ** 64), metavar='N',
