@@ -140,9 +140,6 @@ def _command_line(g):
 
 def apply(g, argv=None):
     """Set main.py's globals `g` from its settings and the command line, all checked; the model's name."""
-    if int(os.environ.get('WORLD_SIZE', '1')) > 1:
-        raise Mistake('main.py runs as one process (under torchrun every process would fine-tune and save to one '
-                      '--out): run python main.py; torchrun is for train.py')
     argv = _command_line(g) if argv is None else argv
     p = parser()
     args = p.parse_args(argv, namespace=_read_settings(p, g))

@@ -140,11 +140,6 @@ def test_backslash_paths_on_linux_and_macos_are_told_to_use_slashes(tmp_path):
     one_line_error(main('--checkpoint', 'checkpoints\\resnet50_cifar10.ckpt'), r'separated by /, not \\')
 
 
-def test_under_torchrun_main_is_refused(monkeypatch):
-    monkeypatch.setenv('WORLD_SIZE', '2')
-    one_line_error(main(), r'main\.py runs as one process')
-
-
 @pytest.mark.slow
 def test_a_mistake_in_an_edited_line_names_that_line_instead_of_a_traceback(tmp_path):
     if torch.cuda.is_available():
