@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 
 from helpers.checkpoints import name_of
+from helpers.errors import Mistake
 from resnet50_full import ResNet50_layer4
 from vgg16_full import vgg16
 
@@ -111,10 +112,6 @@ def largest_safe_batch(model):
     return int(torch.finfo(torch.float32).max / (2 * max(variances)))
 
 
-class ScalingError(ValueError):
-    """A model that cannot be scaled; the message says why."""
-
-
 def looks_scaled(model):
     """True for a model scale_for_adam has scaled: trained stem weights spread 0.01-0.2 and VGG16's head
     variances 1e-3..1e3; scaling multiplies the former by 1024, the latter by about 2^100."""
@@ -127,9 +124,9 @@ def scale_for_adam(model):
     """Scale `model` (either assignment model, trained) in place so that Adam's steps are small next to its weights."""
     name = name_of(model)
     if name is None:
-        raise ScalingError(f'{type(model).__name__} is not one of the assignment models (VGG16, ResNet50_layer4)')
+        raise Mistake(f'{type(model).__name__} is not one of the assignment models (VGG16, ResNet50_layer4)')
     if looks_scaled(model):
-        raise ScalingError('the weights are scaled already (scaling twice would overflow); use the file as it is')
+        raise Mistake('the weights are scaled already (scaling twice would overflow); use the file as it is')
     return rescale_resnet(model) if name == 'resnet50' else rescale_vgg(model)
 
 

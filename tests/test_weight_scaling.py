@@ -11,7 +11,8 @@ import torch.nn as nn
 
 from helpers import paths
 from helpers.checkpoints import MODELS, SUMS, load_either, sha256
-from helpers.weight_scaling import (ScalingError, compact, fold_batchnorm, largest_safe_batch, looks_scaled,
+from helpers.errors import Mistake
+from helpers.weight_scaling import (compact, fold_batchnorm, largest_safe_batch, looks_scaled,
                                     scale_for_adam, unscale)
 from scripts import in_process, one_line_error
 from vgg16_full import VGG, cfg, make_layers, vgg16
@@ -124,12 +125,12 @@ def test_folding_batchnorm_gives_the_assignments_vgg16_computing_the_same():
 def test_scaling_twice_or_scaling_another_network_is_refused():
     model = scale_for_adam(trained_looking('vgg16'))
     before = copy.deepcopy(model.state_dict())
-    with pytest.raises(ScalingError, match='scaled already'):
+    with pytest.raises(Mistake, match='scaled already'):
         scale_for_adam(model)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # untouched
-    with pytest.raises(ScalingError, match='scaled already'):
+    with pytest.raises(Mistake, match='scaled already'):
         scale_for_adam(scale_for_adam(trained_looking('resnet50')))
-    with pytest.raises(ScalingError, match='Sequential is not one of the assignment models'):
+    with pytest.raises(Mistake, match='Sequential is not one of the assignment models'):
         scale_for_adam(nn.Sequential(nn.Linear(2, 2)))
 
 
