@@ -1,6 +1,5 @@
-"""CIFAR-10 for main.py, train.py and the tests: --data DIR holds torchvision's DIR/cifar-10-batches-py (its CIFAR10
-MD5-checks each file before unpickling it) or an image folder DIR/{train,test}/<class>/* (ImageFolder; PIL in the fast
-path). A folder where nothing is recognized gets CIFAR-10 downloaded; else one line says what to do (`describe`)."""
+"""CIFAR-10 from torchvision's DIR/cifar-10-batches-py (MD5-checked before unpickling) or an image folder
+DIR/{train,test}/<class>/*; a folder where nothing is recognized gets it downloaded, else `describe` says what to do."""
 import math
 import multiprocessing
 import os
@@ -243,13 +242,10 @@ def random_crop_flip(images, padding=4, generator=None):
                   rows[:, None, :, None], cols[:, None, None, :]]
 
 
-def _per_channel(values, images):
-    return torch.tensor(values, device=images.device).view(1, 3, 1, 1) * 255
-
-
 def normalize(images):
     """uint8 image batches as the float input the models take: ToTensor's /255 and Normalize in one step."""
-    return (images.float() - _per_channel(MEAN, images)) / _per_channel(STD, images)
+    mean, std = (torch.tensor(v, device=images.device).view(1, 3, 1, 1) * 255 for v in (MEAN, STD))
+    return (images.float() - mean) / std
 
 
 class TensorLoader:

@@ -1,11 +1,6 @@
-"""Mistakes end in one line that says what to do, not a traceback.
-
-A `Mistake` is a SystemExit: Python itself prints its message and exits 1, in a script, a subprocess or
-under torchrun. `install` adds only what real cases need: Ctrl-C says what was saved (exit 130); output
-that cannot be written (stdout closed, `| head`, a full disk) never ends the run; a console without a
-character prints it escaped; an error raised in a top-level line of the script run (say main.py's
-`model = ResNet50_layer4().cuda()` without CUDA) names that line; a notebook shows a Mistake as its line.
-"""
+"""Mistakes end in one line that says what to do. A `Mistake` is a SystemExit: Python prints its message and
+exits 1. `install` adds what real cases need (docs/robustness.md): Ctrl-C, unwritable output, a console without
+a character, an error in a top-level line of main.py, notebooks."""
 import os
 import signal
 import sys

@@ -1,6 +1,4 @@
-"""What main.py does before its loop, in one call: the seed, the checkpoint, the
-data, the device's precision and speed-ups; and the check that stops a
-fine-tune that diverged."""
+"""What main.py does before its loop, in one call, and the check that stops a fine-tune that diverged."""
 import contextlib
 import math
 import os
@@ -46,8 +44,7 @@ def prepare(model, PATH, data_dir, batch_size, device, seed=None, eval_only=Fals
                f'images from {data_dir}' + (' (plain pipeline)' if plain else ''))
     print(summary)
     return SimpleNamespace(model=model, train_loader=train_loader, test_loader=test_loader, autocast=autocast,
-                           adam_options=adam_options, summary=summary, precision=precision, checkpoint=PATH,
-                           train_images=train_images)
+                           adam_options=adam_options, precision=precision, checkpoint=PATH, train_images=train_images)
 
 
 def check_outputs(model, title):
