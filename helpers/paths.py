@@ -1,7 +1,5 @@
-"""Paths: one way to show them, one message for a path that is not there, and
-one rule for every file the package writes. Places are compared by the file
-system's own identity (os.path.samefile), so links, `..`, letter case on macOS
-and Windows, and other drives need no rules of their own."""
+"""Paths: one way to show them, one message for a path that is not there, one rule for every file the package
+writes. Places are compared by the file system's identity (samefile): links, `..` and letter case need no rules."""
 import os
 import tempfile
 
@@ -19,8 +17,7 @@ def expand(path):
 
 
 def shown(path):
-    """`path` as a message shows it: quoted where bare text would hide something (empty, a space at
-    an end, a carriage return that a '\\r' in a Windows path typed in Python became)."""
+    """`path` as a message shows it: quoted where bare text would hide an empty path, end spaces or a '\\r'."""
     text = os.fspath(path)
     return repr(text) if not text or text != text.strip() or not text.isprintable() else text
 
@@ -66,8 +63,7 @@ def inside(path, folder):
 
 
 def check_place(path, flag, folder=None):
-    """Stop unless the nearest existing folder of `folder` (default: `path`) can be written (missing folders
-    are made there)."""
+    """Stop unless the nearest existing folder of `folder` (default: `path`) can be written (the rest is made)."""
     place = next((p for p in _places(folder or path) if os.path.exists(p)), None)
     if place is None:  # not even its root: a drive letter with nothing mounted, an unplugged disk
         raise Mistake(f'{flag} {shown(path)}: {os.path.splitdrive(os.path.abspath(path))[0] or "/"} is not there '
