@@ -1,10 +1,7 @@
 """CIFAR-10 from torchvision's DIR/cifar-10-batches-py (MD5-checked before unpickling) or an image folder
 DIR/{train,test}/<class>/*; a folder where nothing is recognized gets it downloaded, else `describe` says what to do."""
 import math
-import multiprocessing
 import os
-import signal
-import sys
 import warnings
 
 import numpy as np
@@ -20,7 +17,6 @@ STD = (0.2023, 0.1994, 0.2010)
 BATCHES = 'cifar-10-batches-py'
 HIDDEN = ('.', '__MACOSX')  # macOS's ._* and .DS_Store, .AppleDouble/, a zip's __MACOSX/: never data
 EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.ppm', '.tif', '.tiff', '.webp')
-PARALLEL_DECODE_FROM = 10000  # worker processes take ~0.5 s to start, which 5,000 images do not win back
 PUT = ("put CIFAR-10 there: torchvision's {d}/cifar-10-batches-py (from cifar-10-python.tar.gz), or an image "
        "folder {d}/train/<class>/ and {d}/test/<class>/ with the ten CIFAR-10 classes")
 GET = "; get torchvision's CIFAR-10 instead: give --data an empty folder and it is downloaded there"
@@ -159,13 +155,8 @@ def _read(path, decode=True):
 
 def _read_all(paths, decode=True):
     """The images at `paths` as one uint8 array N x 32 x 32 x 3 (decode=False: headers only, None); all bad ones in
-    one line. Worker processes (fork: Linux; PIL holds the GIL) read large splits, leaving Ctrl-C to the parent."""
-    workers = min(len(os.sched_getaffinity(0)), 8) if sys.platform == 'linux' else 1
-    if workers < 2 or len(paths) < PARALLEL_DECODE_FROM:
-        reads = [_read(path, decode) for path in paths]
-    else:
-        with multiprocessing.get_context('fork').Pool(workers, signal.signal, (signal.SIGINT, signal.SIG_IGN)) as pool:
-            reads = pool.starmap(_read, [(path, decode) for path in paths], math.ceil(len(paths) / (4 * workers)))
+    one line."""
+    reads = [_read(path, decode) for path in paths]
     bad = [(path, why) for path, (_, why) in zip(paths, reads) if why]
     if bad:
         (path, (what, fix)), more = bad[0], len(bad) - 1

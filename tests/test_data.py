@@ -163,7 +163,7 @@ def test_palette_and_rgba_images_are_read_as_rgb(tmp_path):
     assert decode(root, 'test')[0].shape == (13, 3, 32, 32)
 
 
-def test_bad_images_are_collected_into_one_line_with_a_count(tmp_path, monkeypatch):
+def test_bad_images_are_collected_into_one_line_with_a_count(tmp_path):
     root = tiny(tmp_path, train=1, test=3)
     for c in CLASSES[2:]:  # the folder resized as a whole, and one file that is not an image
         for j in range(3):
@@ -171,18 +171,7 @@ def test_bad_images_are_collected_into_one_line_with_a_count(tmp_path, monkeypat
     save(tmp_path / 'images' / 'test' / 'airplane' / 'x.png', b'not a png')
     message = r'^error: image .*airplane.x\.png cannot be read .* \(and 24 more images not usable\); .* them$'
     one_line(lambda: decode(root, 'test'), message)
-    monkeypatch.setattr(data, 'PARALLEL_DECODE_FROM', 0)  # the same from worker processes
-    monkeypatch.setattr(os, 'sched_getaffinity', lambda pid: {0, 1}, raising=False)
     one_line(lambda: data.plain_loaders(root), message)
-
-
-def test_worker_processes_decode_the_same_images(tmp_path, monkeypatch):
-    root = tiny(tmp_path, train=1, test=5)
-    sequential = decode(root, 'test')
-    monkeypatch.setattr(data, 'PARALLEL_DECODE_FROM', 0)
-    monkeypatch.setattr(os, 'sched_getaffinity', lambda pid: {0, 1}, raising=False)
-    parallel = decode(root, 'test')
-    assert torch.equal(parallel[0], sequential[0]) and torch.equal(parallel[1], sequential[1])
 
 
 @pytest.mark.parametrize('change, message', [
