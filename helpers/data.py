@@ -154,8 +154,7 @@ def _read(path, decode=True):
 
 
 def _read_all(paths, decode=True):
-    """The images at `paths` as one uint8 array N x 32 x 32 x 3 (decode=False: headers only, None); all bad ones in
-    one line."""
+    """The images at `paths` as one uint8 array N x 32 x 32 x 3 (decode=False: headers only); bad ones in one line."""
     reads = [_read(path, decode) for path in paths]
     bad = [(path, why) for path, (_, why) in zip(paths, reads) if why]
     if bad:

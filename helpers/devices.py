@@ -22,10 +22,10 @@ def device_text(choice):
     try:
         kind = text if text == 'auto' else torch.device(text).type
     except (RuntimeError, ValueError):
-        raise argparse.ArgumentTypeError(f"device '{choice}' is not a device PyTorch knows; use {DEVICE_HELP}") from None
+        kind = None
     if kind not in ('auto', 'cpu', 'cuda', 'mps'):
-        raise argparse.ArgumentTypeError(f"device '{choice}': this project runs on the CPU, CUDA GPUs or the Apple "
-                                         f"GPU; use {DEVICE_HELP}")
+        what = 'is not a device PyTorch knows' if kind is None else 'is not the CPU, a CUDA GPU or the Apple GPU'
+        raise argparse.ArgumentTypeError(f"device '{choice}' {what}; use {DEVICE_HELP}")
     return text
 
 
