@@ -33,7 +33,7 @@ out = None           # the fine-tuned checkpoint; None is outputs/<model>_final.
 seed = None
 plain = False        # True: the assignment's own data pipeline, float32, no speed-ups
 bf16 = 'auto'        # 'auto': bf16 autocast where the CPU or GPU computes bf16 natively; 'off': float32
-report = None        # a folder for report.md and its figures
+report = None        # a folder for report.md, the run in tables to paste
 ###########################################################
 model_name = settings.apply(globals())  # flags override the lines above; every setting is checked
 # The checkpoint, CIFAR-10 (random crop with padding 4 and horizontal flip for training), the device

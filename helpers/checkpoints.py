@@ -178,10 +178,10 @@ def _portable(obj):  # contiguous CPU tensors: a GPU's channels_last checkpoint 
 
 def write_atomic(path, write):
     """Fill `path` by `write(file)` whole or not at all: a temporary file beside it, renamed into place."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.tmp', dir=folder)
+    folder, tmp = os.path.dirname(os.path.abspath(path)), ''
     try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.tmp', dir=folder)
         with os.fdopen(fd, 'wb') as f:
             write(f)
         umask = os.umask(0)

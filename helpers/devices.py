@@ -30,7 +30,8 @@ def device_text(choice):
 
 
 def pick_device(choice='auto'):
-    """A torch.device for 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps' (as device_text checked it), or a Mistake."""
+    """A torch.device for 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps' (as device_text checks it), or a Mistake when
+    this machine has no such device."""
     device = device_text(choice)
     if device == 'auto':
         mps = torch.backends.mps.is_available()

@@ -8,7 +8,7 @@ from helpers.errors import Mistake
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = os.path.join(PROJECT, 'checkpoints')  # the shipped checkpoints: nothing is written there
 CHECKPOINT_SUFFIXES = ('.ckpt', '.pt', '.pth', '.tar')
-OURS = {'.png': (b'\x89PNG',)}  # how the files we write begin; any other: torch.save's zip, or a legacy pickle
+OURS = {'.md': (b'# CIFAR-10 run report',)}  # how main.py --report's report.md begins; any other: torch.save's
 
 
 def expand(path):
@@ -94,7 +94,7 @@ def check_output(path, flag, reading=(), suffixes=CHECKPOINT_SUFFIXES):
                           f'replace; give {flag} a new file, e.g. {flag} outputs/model{suffixes[0]}')
     if os.path.isfile(path) and os.path.getsize(path):  # replaced only if it is a file of the kind written there
         with open(path, 'rb') as f:
-            head = f.read(4)
+            head = f.read(32)
         if not head.startswith(OURS.get(os.path.splitext(path)[1].lower(), (b'PK\x03\x04', b'\x80'))):
             raise Mistake(f'{flag} {shown(path)} is a file of another kind, which {flag} would replace; choose '
                           f'another name, e.g. {flag} outputs/model{suffixes[0]}')

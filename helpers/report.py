@@ -9,7 +9,7 @@ import sys
 from helpers.checkpoints import write_atomic
 from helpers.data import CLASSES
 from helpers.errors import Mistake
-from helpers.paths import check_place, inside, shown
+from helpers.paths import check_output, inside, shown
 
 HEADER = '# CIFAR-10 run report (python main.py --report)'  # how an earlier report is known
 # figures an earlier version's report drew beside its report.md
@@ -40,7 +40,7 @@ def check(folder, others=()):
         refuse(f"holds files that are not a report's ({', '.join(others[:3])}{', ...' * (len(others) > 3)})")
     if names and not (body.startswith(HEADER) and text == body + _stamp(body)):
         refuse('holds a report.md that main.py did not write, or that was changed since (move it out)')
-    check_place(real, '--report')  # also: a file is not a folder
+    check_output(os.path.join(real, 'report.md'), '--report', suffixes=('.md',))  # the rule for every file written
     return real
 
 

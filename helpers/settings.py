@@ -75,7 +75,7 @@ def parser():
     p.add_argument('--plain', action='store_true', help="the assignment's own pipeline: PIL transforms, float32")
     p.add_argument('--bf16', choices=['auto', 'off'], default='auto',
                    help='auto: bf16 autocast where the CPU or GPU computes it natively; off: float32')
-    p.add_argument('--report', type=path_text, metavar='DIR', help='write report.md and figures into DIR')
+    p.add_argument('--report', type=path_text, metavar='DIR', help='write report.md into DIR')
     return p
 
 

@@ -2,7 +2,7 @@
 
 `run` starts a script (main.py, train.py) or a `-m tools.X` module as its own
 process: for what only a fresh process shows (start-up imports, Ctrl-C,
-torchrun, the excepthook's exit); tests that use it are marked slow.
+the excepthook's exit); tests that use it are marked slow.
 `in_process` (and `main`, `train`) runs one inside the test process through
 runpy, with the same exit codes and one-line errors, without paying Python's
 and torch's start-up (seconds on a 2-core CPU) each time.

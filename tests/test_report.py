@@ -93,11 +93,13 @@ def test_a_report_never_goes_into_a_folder_holding_other_files(tmp_path, own, sa
     assert files(tmp_path / 'mine') == own
 
 
-@pytest.mark.parametrize('folder', ['.', '..', 'docs', 'helpers', 'tests/../checkpoints', 'LINK', 'LINK/docs'])
-def test_a_report_never_goes_into_the_projects_own_folders_also_through_a_link(tmp_path, folder):
+@pytest.mark.parametrize('folder', ['.', '..', 'docs', 'helpers', 'tests/../checkpoints', 'LINK', 'LINK/docs',
+                                    'checkpoints/run1', 'LINK/checkpoints/run1'])
+def test_a_report_never_goes_into_the_projects_folders_of_files_or_checkpoints(tmp_path, folder):
     if 'LINK' in folder:  # `--report .` or `--report docs`: the one rule, a folder of other files, refuses them
         symlink_or_skip(PROJECT, tmp_path / 'LINK')
-    with pytest.raises(Mistake, match=f"holds files that are not a report's .*; {CHOOSE}"):
+    says = 'only the shipped checkpoints' if 'run1' in folder else f"holds files that are not a report's .*; {CHOOSE}"
+    with pytest.raises(Mistake, match=says):
         report.check(os.path.join(tmp_path if folder[0].isupper() else PROJECT, folder))
 
 
