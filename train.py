@@ -4,8 +4,7 @@
     python train.py --resume outputs/resnet50.ckpt.state      # after an interruption or --stop-after
 
 After every epoch the run is saved to OUT.state; at the end the weights are scaled for main.py's Adam epoch,
-stored in half precision, tested as stored and saved (docs/training.md).
-"""
+stored in half precision, tested as stored and saved (docs/training.md)."""
 import os
 import sys
 import time

@@ -166,8 +166,7 @@ def _read_all(paths, decode=True):
 
 
 def plain_loaders(root, batch_size=100, train=True):
-    """The assignment's loaders, through torchvision's own datasets (train=False: test only, train None). An image
-    folder's headers are all checked first: a bad test image stops the run before training, not after it."""
+    """The assignment's loaders (train=False: test only); every image header is checked first, before training."""
     from torchvision import datasets, transforms as T
     kind = _find(root)
 

@@ -1,6 +1,5 @@
 """Which device to run on, and in which precision: bf16 autocast only where the hardware computes it natively
-(emulated it is many times slower), float16 never (the shipped weights exceed its range); docs/platforms.md.
-"""
+(emulated it is many times slower), float16 never (the shipped weights exceed its range); docs/platforms.md."""
 import argparse
 import contextlib
 import copy
@@ -30,8 +29,7 @@ def device_text(choice):
 
 
 def pick_device(choice='auto'):
-    """A torch.device for 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps' (as device_text checks it), or a Mistake when
-    this machine has no such device."""
+    """The torch.device for a --device choice (as device_text checks it), or a Mistake when it is not here."""
     device = device_text(choice)
     if device == 'auto':
         mps = torch.backends.mps.is_available()

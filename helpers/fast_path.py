@@ -1,6 +1,5 @@
 """What makes main.py's fine-tune fast without changing what it computes: channels_last, CPU convolutions
-as matrix products where that measured faster, and Adam's fused kernel (docs/speed.md has the A/B figures).
-"""
+as matrix products where that measured faster, and Adam's fused kernel (docs/speed.md has the A/B figures)."""
 import torch
 import torch.nn as nn
 import torch.nn.functional as F

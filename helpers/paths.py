@@ -54,8 +54,7 @@ def _places(path):
 
 
 def inside(path, folder):
-    """True when `path` is `folder` or anywhere under it (links followed): by the file system's identity where
-    `folder` exists, else by the spelling of both once links, `..` and letter case are resolved."""
+    """True when `path` is `folder` or under it, links followed (where `folder` is not made yet: by spelling)."""
     if not os.path.exists(folder):
         real, top = (os.path.normcase(os.path.realpath(p)) for p in (path, folder))
         return real == top or real.startswith(top.rstrip(os.sep) + os.sep)
@@ -79,9 +78,8 @@ def check_place(path, flag, folder=None):
 
 
 def check_output(path, flag, reading=(), suffixes=CHECKPOINT_SUFFIXES):
-    """Stop, before any work, unless `path` may take a file this run writes. The one rule: a name ending in
-    one of `suffixes`, that is new or a regular file (never a folder or a device), none of the files the run
-    reads (`reading`), nothing in the project's checkpoints/ folder, in a place that can be written."""
+    """Stop, before any work, unless `path` may take a file this run writes. The one rule: a name ending in one of
+    `suffixes`, new or a regular file of our kind, not read by the run, not in checkpoints/, in a writable place."""
     path = os.fspath(path)
     if os.path.isdir(path) or not path.endswith(suffixes):
         raise Mistake(f'{flag} {shown(path)}: give a file name ending in {" or ".join(suffixes)}, '

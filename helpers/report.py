@@ -1,8 +1,6 @@
-"""`main.py --report DIR`: report.md to paste, losing nobody's file: only into a new or empty folder or an earlier
-report's, written whole or not at all."""
+"""`main.py --report DIR`: report.md to paste, written whole into a new or empty folder or over an earlier one."""
 import contextlib
 import hashlib
-import itertools
 import os
 import sys
 
@@ -44,16 +42,10 @@ def check(folder, others=()):
     return real
 
 
-def confused_pairs(confusion, top=3):
-    """The `top` pairs of classes most often taken for each other: [(a, b, a called b, b called a)]."""
-    pairs = sorted(((confusion[a][b] + confusion[b][a], a, b) for a, b in itertools.combinations(range(10), 2)))
-    return [(a, b, confusion[a][b], confusion[b][a]) for n, a, b in pairs[::-1][:top] if n > 0]
-
-
 def _markdown(r):
     def row(*cells):
         return '| ' + ' | '.join(map(str, cells)) + ' |'
-    tuned, confusion, pairs = r['epochs'] > 0, r['confusion'], confused_pairs(r['confusion'])
+    tuned, confusion = r['epochs'] > 0, r['confusion']
     per_class = [100 * row[i] / max(sum(row), 1) for i, row in enumerate(confusion)]
     lines = [HEADER, '', '| | |', '| --- | --- |', row('model', r['model']),
              row('checkpoint', f"`{r['checkpoint']}`" if r['checkpoint'] else 'none: random weights'),
@@ -67,10 +59,7 @@ def _markdown(r):
              '## Per-class accuracy', '', row('class', 'correct', 'images', 'accuracy'), '| --- | ---: | ---: | ---: |',
              *(row(c, n[i], sum(n), f'{per_class[i]:.1f} %') for i, (c, n) in enumerate(zip(CLASSES, confusion))),
              '', '## Confusion matrix', '', 'Rows are the true class, columns the predicted one.', '',
-             row('', *CLASSES), '| --- |' + ' ---: |' * 10, *(row(f'**{c}**', *n) for c, n in zip(CLASSES, confusion)),
-             *['', '## Most-confused pairs', ''] * bool(pairs),
-             *(f'- **{CLASSES[a]} and {CLASSES[b]}**: {ab} {CLASSES[a]} image(s) were called {CLASSES[b]} and {ba} '
-               f'{CLASSES[b]} image(s) {CLASSES[a]}.' for a, b, ab, ba in pairs)]
+             row('', *CLASSES), '| --- |' + ' ---: |' * 10, *(row(f'**{c}**', *n) for c, n in zip(CLASSES, confusion))]
     text = '\n'.join(line for line in lines if line is not None) + '\n'
     return text + _stamp(text)
 

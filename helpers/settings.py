@@ -24,7 +24,6 @@ def number(kind=int, least=1, below=None):
             limit = f' and below {below}' if below is not None else ''
             raise argparse.ArgumentTypeError(f'must be at least {least}{limit}, not {text}')
         return value
-    check.__name__ = kind.__name__
     return check
 
 

@@ -64,8 +64,7 @@ def check_outputs(model, title):
 
 
 def check_batch_size(model, batch_size):
-    """BatchNorm trains on the statistics of each batch: one image has none, and the shipped VGG16's scaled
-    weights overflow float32 in huge batches."""
+    """BatchNorm trains on each batch's statistics: one image has none; huge ones overflow the scaled VGG16's."""
     if batch_size < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         raise Mistake('--batch-size 1 cannot fine-tune a network with BatchNorm (the statistics of one image '
                       'replace what it learnt); use 2 or more, the assignment uses 100')
@@ -73,8 +72,7 @@ def check_batch_size(model, batch_size):
     if limit is not None and batch_size > limit:
         raise Mistake(f'--batch-size {batch_size} is too large for this checkpoint: its weights are scaled up (see '
                       f'the README) and BatchNorm over more than {limit} images would overflow float32; use '
-                      f'--batch-size {max(limit, 2)} or less' if limit >= 2 else 'this checkpoint cannot be '
-                      'fine-tuned (a BatchNorm variance is at the edge of float32); use --eval-only')
+                      f'--batch-size {limit} or less')
 
 
 DIVERGED = 10 * math.log(10)  # ten times the loss of guessing among ten classes

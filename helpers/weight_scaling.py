@@ -1,7 +1,6 @@
 """Scale a trained model's weights up so that main.py's Adam epoch barely moves it, without changing
 what it computes: by powers of two, so the stored weights are exact multiples of the trained ones
-(docs/weight-scaling.md).
-"""
+(docs/weight-scaling.md)."""
 import math
 
 import torch

@@ -1,7 +1,6 @@
 """Time main.py's fast default against the assignment's plain pipeline: whole
 `python main.py` runs, the same data, checkpoint and seed per round, the arms
-in alternating order so that a busy machine slows them alike (docs/speed.md).
-"""
+in alternating order so that a busy machine slows them alike (docs/speed.md)."""
 import os
 import re
 import statistics
@@ -55,8 +54,6 @@ def main():
                    help='what to run; speed-ups are over the first (default: plain fast)')
     args = p.parse_args()
     args.checkpoint = args.checkpoint or os.path.join(ROOT, PRETRAINED[args.model])
-    if len(set(args.arms)) != len(args.arms):
-        p.error('--arms names an arm twice')
     times = {arm: [] for arm in args.arms}
     accs = {arm: [] for arm in args.arms}
     with tempfile.TemporaryDirectory() as tmp:

@@ -2,8 +2,7 @@
 (scaled for the Adam epoch if it is not yet, half-precision weights where they
 fit) and list its sha256 in checkpoints/SHA256SUMS, which main.py checks.
 
-    python -m tools.ship_checkpoint outputs/vgg16.ckpt
-"""
+    python -m tools.ship_checkpoint outputs/vgg16.ckpt"""
 import os
 
 from helpers import errors
