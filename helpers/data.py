@@ -58,8 +58,8 @@ def describe(root):
     places.append((parent, *(_listing(parent) if os.access(parent, os.R_OK | os.X_OK) else ([], []))))
     for p, dirs, files in places:  # CIFAR-10 in the wrong place: torchvision's batches, or class folders
         home, classes = os.path.dirname(p), [c for c in CLASSES if c in dirs]
-        go, rename = [f'pass --data {shown(home)}'] * (home != root), ['rename that folder'] * (
-            os.path.basename(p) != BATCHES)
+        go = [f'pass --data {shown(home)}'] if home != root else []
+        rename = ['rename that folder'] if os.path.basename(p) != BATCHES else []
         if {'data_batch_1', 'test_batch'} <= set(files) and rename + go:
             return (f"{shown(p)} holds CIFAR-10's batches, which torchvision reads from "
                     f"{shown(os.path.join(home, BATCHES))}: {' and '.join(rename + go)}")
@@ -67,17 +67,18 @@ def describe(root):
             return (f"{shown(p)} holds class folders ({', '.join(classes[:3])}{', ...' * (len(classes) > 3)}): it is "
                     f"one split of an image folder; pass --data {shown(home)}, which should hold train/ and test/")
         if classes:  # misnamed splits, or an image folder a level down
-            splits = [os.path.basename(q) for q, d, _ in places[1:-1] if os.path.dirname(q) == home and
-                      {*d} & {*CLASSES}]
+            splits = [os.path.basename(q) for q, d, _ in places[1:-1]
+                      if os.path.dirname(q) == home and {*d} & {*CLASSES}]
             others = sorted(set(splits) - {'train', 'test'}, key=lambda s: 'train' not in s.lower())
             wanted = [w for w in ('train', 'test') if w not in splits]
-            todo = [f'rename {s}/ to {w}/' for s, w in zip(others, wanted)] + go + [
-                f'add {w}/ with its ten class folders' for w in wanted[len(others):]]
+            todo = [f'rename {s}/ to {w}/' for s, w in zip(others, wanted)] + go
+            todo += [f'add {w}/ with its ten class folders' for w in wanted[len(others):]]
             return f"{shown(home)} holds CIFAR-10 class folders in {'/, '.join(splits)}/: {' and '.join(todo)}"
-    for (p, dirs, files), (test, advice) in ((place, f) for place in places for f in FOREIGN):  # other datasets
-        found = test({*dirs, *files})
-        if found:
-            return advice.format(p=shown(p), root=shown(root), name=found[0] if isinstance(found, list) else '')
+    for p, dirs, files in places:  # other datasets
+        for test, advice in FOREIGN:
+            found = test({*dirs, *files})
+            if found:
+                return advice.format(p=shown(p), root=shown(root), name=found[0] if isinstance(found, list) else '')
     if {'train', 'test'} & set(places[0][1]):  # splits without CIFAR-10's class folders: say what is there
         items = [f"{d}/ (folders: {', '.join(sub[:3]) + ', ...' * (len(sub) > 3) or 'none'}; {len(names):,} files)"
                  for d in places[0][1] for sub, names in [_listing(os.path.join(root, d))]]
@@ -91,9 +92,9 @@ def _find(root):
         raise Mistake(f'--data {shown(root)} is a file; give the folder that holds CIFAR-10 (unpack an archive first)')
     if not os.path.isdir(root):
         raise missing(root, 'data folder', 'give the folder that holds CIFAR-10 (or an empty one to download it into)')
-    if layout(root) is None and (said := describe(root)):
-        raise Mistake(said)
     if layout(root) is None:
+        if said := describe(root):
+            raise Mistake(said)
         import torchvision
         try:  # a partial archive left behind is torchvision's to download again: its MD5 is checked first
             torchvision.datasets.CIFAR10(root, train=False, download=True)
@@ -240,8 +241,7 @@ def normalize(images):
 class TensorLoader:
     """(images, labels) batches on `device`, as a DataLoader over the assignment's transforms gives."""
 
-    def __init__(self, images, labels, batch_size=100, train=False, device='cpu',
-                 channels_last=False, seed=None):
+    def __init__(self, images, labels, batch_size=100, train=False, device='cpu', channels_last=False, seed=None):
         self.images, self.labels = images.to(device), labels.to(device)
         self.batch_size, self.train, self.channels_last = batch_size, train, channels_last
         self.device = torch.device(device)

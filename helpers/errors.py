@@ -1,6 +1,5 @@
-"""Mistakes end in one line that says what to do. A `Mistake` is a SystemExit: Python prints its message and
-exits 1. `install` adds what real cases need (docs/robustness.md): Ctrl-C, unwritable output, a console without
-a character, an error in a top-level line of main.py, notebooks."""
+"""Mistakes end in one line that says what to do: a `Mistake` is a SystemExit, which Python prints and exits 1.
+`install` adds what real cases need (docs/robustness.md): Ctrl-C, unwritable output, notebooks, main.py's lines."""
 import os
 import signal
 import sys
@@ -42,13 +41,13 @@ class _Output:
         return getattr(self.stream, name)
 
 
-def _saved(what):
+def _saved():
     saved = f"saved before that: {', '.join(SAVED)}" if SAVED else 'nothing new was saved'
-    return f'{what}; {saved} (no file is left half-written)'
+    return f'interrupted; {saved} (no file is left half-written)'
 
 
-def _interrupted(signum=None, frame=None):
-    print('\n' + _saved('interrupted'), file=sys.stderr, flush=True)
+def _interrupted(signum, frame):
+    print('\n' + _saved(), file=sys.stderr, flush=True)
     raise SystemExit(130)
 
 
@@ -89,7 +88,7 @@ def install():
         def showtraceback(exc_tuple=None, *args, **kwargs):
             error = (exc_tuple or sys.exc_info())[1]
             if isinstance(error, (Mistake, KeyboardInterrupt)):
-                return print(error.code if isinstance(error, Mistake) else _saved('interrupted'), file=sys.stderr)
+                return print(error.code if isinstance(error, Mistake) else _saved(), file=sys.stderr)
             return show(exc_tuple, *args, **kwargs)
         showtraceback.one_line = True
         shell.showtraceback = showtraceback

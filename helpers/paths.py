@@ -45,12 +45,10 @@ def same(a, b):
 def _places(path):
     """`path` made absolute, then each folder above it up to its root."""
     place = os.path.abspath(path)
-    while True:
+    while os.path.dirname(place) != place:
         yield place
-        parent = os.path.dirname(place)
-        if parent == place:
-            return
-        place = parent
+        place = os.path.dirname(place)
+    yield place
 
 
 def inside(path, folder):
@@ -59,22 +57,6 @@ def inside(path, folder):
         real, top = (os.path.normcase(os.path.realpath(p)) for p in (path, folder))
         return real == top or real.startswith(top.rstrip(os.sep) + os.sep)
     return any(same(place, folder) for place in _places(os.path.realpath(path)))
-
-
-def check_place(path, flag, folder=None):
-    """Stop unless the nearest existing folder of `folder` (default: `path`) can be written (the rest is made)."""
-    place = next((p for p in _places(folder or path) if os.path.exists(p)), None)
-    if place is None:  # not even its root: a drive letter with nothing mounted, an unplugged disk
-        raise Mistake(f'{flag} {shown(path)}: {os.path.splitdrive(os.path.abspath(path))[0] or "/"} is not there '
-                      f'(no drive or disk mounted?); choose another {flag}')
-    if not os.path.isdir(place):
-        raise Mistake(f'{flag} {shown(path)}: {shown(place)} is a file, not a folder; choose another {flag}')
-    try:
-        with tempfile.TemporaryFile(dir=place):
-            pass
-    except OSError as e:
-        raise Mistake(f'{flag} {shown(path)}: cannot write in {shown(place)} ({e.strerror or e}); '
-                      f'choose another {flag}') from None
 
 
 def check_output(path, flag, reading=(), suffixes=CHECKPOINT_SUFFIXES):
@@ -99,4 +81,15 @@ def check_output(path, flag, reading=(), suffixes=CHECKPOINT_SUFFIXES):
     if inside(path, SHIPPED):
         raise Mistake(f'{flag} {shown(path)}: {SHIPPED} holds only the shipped checkpoints; choose another {flag} '
                       '(maintainers replace one with python -m tools.ship_checkpoint)')
-    check_place(path, flag, os.path.dirname(os.path.abspath(path)))
+    place = next((p for p in _places(os.path.dirname(os.path.abspath(path))) if os.path.exists(p)), None)
+    if place is None:  # not even its root: a drive letter with nothing mounted, an unplugged disk
+        raise Mistake(f'{flag} {shown(path)}: {os.path.splitdrive(os.path.abspath(path))[0] or "/"} is not there '
+                      f'(no drive or disk mounted?); choose another {flag}')
+    if not os.path.isdir(place):
+        raise Mistake(f'{flag} {shown(path)}: {shown(place)} is a file, not a folder; choose another {flag}')
+    try:  # the nearest existing folder must take files: the missing ones are made in it
+        with tempfile.TemporaryFile(dir=place):
+            pass
+    except OSError as e:
+        raise Mistake(f'{flag} {shown(path)}: cannot write in {shown(place)} ({e.strerror or e}); '
+                      f'choose another {flag}') from None

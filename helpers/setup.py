@@ -39,10 +39,9 @@ def prepare(model, PATH, data_dir, batch_size, device, seed=None, eval_only=Fals
         model = fast_path.prepare(model, device, bf16=isinstance(autocast, torch.autocast))
     train_images = len(train_loader.dataset) if train_loader else 0
     precision = devices.precision(autocast, device)
-    summary = (f'{name_of(model) or title} from {PATH or "random weights"} on {device}, '
-               f'{precision}; {train_images} training and {len(test_loader.dataset)} test '
-               f'images from {data_dir}' + (' (plain pipeline)' if plain else ''))
-    print(summary)
+    print(f'{name_of(model) or title} from {PATH or "random weights"} on {device}, {precision}; {train_images} '
+          f'training and {len(test_loader.dataset)} test images from {data_dir}'
+          + (' (plain pipeline)' if plain else ''))
     return SimpleNamespace(model=model, train_loader=train_loader, test_loader=test_loader, autocast=autocast,
                            adam_options=adam_options, precision=precision, checkpoint=PATH, train_images=train_images)
 
@@ -79,14 +78,12 @@ DIVERGED = 10 * math.log(10)  # ten times the loss of guessing among ten classes
 
 
 def stop_if_diverged(step_losses, lr):
-    """Stop before anything is saved once the mean loss of the last 100 steps is not a number or above
-    DIVERGED. Called where the loss is printed anyway, so a GPU is not made to wait every step."""
+    """Stop before anything is saved; called where the loss is printed anyway, so a GPU does not wait every step."""
     recent = torch.stack(step_losses[-100:]).float().mean()
-    if torch.isfinite(recent) and recent <= DIVERGED:
-        return
-    raise Mistake(f'the fine-tune diverged (the loss averaged {recent.item():.4g} over the last steps; guessing '
-                  f'gives {math.log(10):.2f}) with learning rate {lr:g}; the model was not saved; use a smaller '
-                  '--lr (the assignment uses 0.001)')
+    if not torch.isfinite(recent) or recent > DIVERGED:
+        raise Mistake(f'the fine-tune diverged (the loss averaged {recent.item():.4g} over the last steps; guessing '
+                      f'gives {math.log(10):.2f}) with learning rate {lr:g}; the model was not saved; use a smaller '
+                      '--lr (the assignment uses 0.001)')
 
 
 def print_per_class(confusion):
