@@ -8,7 +8,7 @@ from helpers.errors import Mistake
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = os.path.join(PROJECT, 'checkpoints')  # the shipped checkpoints: nothing is written there
 CHECKPOINT_SUFFIXES = ('.ckpt', '.pt', '.pth', '.tar')
-OURS = {'.md': (b'# CIFAR-10 run report',)}  # how main.py --report's report.md begins; any other: torch.save's
+TORCH_SAVED = (b'PK\x03\x04', b'\x80')  # how torch.save's files begin: its zip, or a legacy pickle
 
 
 def expand(path):
@@ -59,7 +59,7 @@ def inside(path, folder):
     return any(same(place, folder) for place in _places(os.path.realpath(path)))
 
 
-def check_output(path, flag, reading=(), suffixes=CHECKPOINT_SUFFIXES):
+def check_output(path, flag, reading=(), suffixes=CHECKPOINT_SUFFIXES, begins=TORCH_SAVED):
     """Stop, before any work, unless `path` may take a file this run writes. The one rule: a name ending in one of
     `suffixes`, new or a regular file of our kind, not read by the run, not in checkpoints/, in a writable place."""
     path = os.fspath(path)
@@ -74,8 +74,8 @@ def check_output(path, flag, reading=(), suffixes=CHECKPOINT_SUFFIXES):
                           f'replace; give {flag} a new file, e.g. {flag} outputs/model{suffixes[0]}')
     if os.path.isfile(path) and os.path.getsize(path):  # replaced only if it is a file of the kind written there
         with open(path, 'rb') as f:
-            head = f.read(32)
-        if not head.startswith(OURS.get(os.path.splitext(path)[1].lower(), (b'PK\x03\x04', b'\x80'))):
+            head = f.read(max(map(len, begins)))
+        if not head.startswith(begins):
             raise Mistake(f'{flag} {shown(path)} is a file of another kind, which {flag} would replace; choose '
                           f'another name, e.g. {flag} outputs/model{suffixes[0]}')
     if inside(path, SHIPPED):

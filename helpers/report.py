@@ -38,7 +38,7 @@ def check(folder, others=()):
         refuse(f"holds files that are not a report's ({', '.join(others[:3])}{', ...' * (len(others) > 3)})")
     if names and not (body.startswith(HEADER) and text == body + _stamp(body)):
         refuse('holds a report.md that main.py did not write, or that was changed since (move it out)')
-    check_output(os.path.join(real, 'report.md'), '--report', suffixes=('.md',))  # the rule for every file written
+    check_output(os.path.join(real, 'report.md'), '--report', suffixes=('.md',), begins=(HEADER.encode(),))
     return real
 
 
