@@ -3,14 +3,14 @@ the weights out of the usual wrappers and key prefixes, checks SHA256SUMS, and s
 fit. Saving is whole or not at all (a temporary file renamed into place), never of NaN weights."""
 import functools
 import hashlib
+import io
 import os
 import pickle
-import tempfile
 
 import torch
 
 from helpers import paths
-from helpers.errors import SAVED, Mistake
+from helpers.errors import Mistake
 from resnet50_full import ResNet50_layer4
 from vgg16_full import VGG, vgg16
 
@@ -66,21 +66,23 @@ def listed_sum(path):
                  if paths.same(os.path.join(folder, name.strip().lstrip('*')), path)), None)
 
 
-def read(path, hint=HINT):
-    """The dicts of weights in checkpoint `path` (usually one), or a Mistake saying what is wrong."""
-    if not os.path.isfile(path):
+def read(path, hint=HINT, data=None):
+    """The dicts of weights in checkpoint `path` (usually one), or a Mistake saying what is wrong; with `data`
+    (its bytes, e.g. a zip member read in memory) `path` only names it."""
+    source = path if data is None else io.BytesIO(data)
+    if data is None and not os.path.isfile(path):
         if os.path.isdir(path):
             raise Mistake(f'{paths.shown(path)} is a folder; give a checkpoint file in it')
         raise paths.missing(path, 'checkpoint', hint)
-    expected = listed_sum(path)
+    expected = listed_sum(path) if data is None else None
     if expected is not None and sha256(path) != expected:
         raise Mistake(f'{path} does not match its line in {SUMS} (damaged or changed); restore it with '
                       f'`git checkout -- {path}`')
     try:
-        state = torch.load(path, map_location='cpu', weights_only=True)
+        state = torch.load(source, map_location='cpu', weights_only=True)
     except Exception as e:  # noqa: BLE001 - any file that torch cannot read as weights
         try:
-            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(io.BytesIO(data) if data else path)
         except Exception:  # noqa: BLE001 - not a zip checkpoint at all
             unsafe = []
         if unsafe:
@@ -176,31 +178,10 @@ def _portable(obj):  # contiguous CPU tensors: a GPU's channels_last checkpoint 
     return {k: _portable(v) for k, v in obj.items()} if isinstance(obj, dict) else obj
 
 
-def write_atomic(path, write):
-    """Fill `path` by `write(file)` whole or not at all: a temporary file beside it, renamed into place."""
-    folder, tmp = os.path.dirname(os.path.abspath(path)), ''
-    try:
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.tmp', dir=folder)
-        with os.fdopen(fd, 'wb') as f:
-            write(f)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's file is private; give the usual permissions
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
-        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0][:160]
-        raise Mistake(f'cannot write {paths.shown(path)} ({why}); free some space or choose another place') from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    SAVED.append(path)
-
-
 def save(obj, path):
     """Save `obj` (a state dict, or train.py's state whose 'model' is one) unless its weights hold NaN."""
     weights = obj.get('model', obj) if isinstance(obj, dict) else obj
     if any(isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.isfinite(v).all()
            for v in weights.values()):
         raise Mistake(f'{path} not saved: the weights hold NaN or infinity (the run diverged); use a smaller --lr')
-    write_atomic(path, lambda f: torch.save(_portable(obj), f))
+    paths.write_atomic(path, lambda f: torch.save(_portable(obj), f))

@@ -3,7 +3,7 @@ writes. Places are compared by the file system's identity (samefile): links, `..
 import os
 import tempfile
 
-from helpers.errors import Mistake
+from helpers.errors import SAVED, Mistake
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = os.path.join(PROJECT, 'checkpoints')  # the shipped checkpoints: nothing is written there
@@ -93,3 +93,24 @@ def check_output(path, flag, reading=(), suffixes=CHECKPOINT_SUFFIXES, begins=TO
     except OSError as e:
         raise Mistake(f'{flag} {shown(path)}: cannot write in {shown(place)} ({e.strerror or e}); '
                       f'choose another {flag}') from None
+
+
+def write_atomic(path, write):
+    """Fill `path` by `write(file)` whole or not at all: a temporary file beside it, renamed into place."""
+    folder, tmp = os.path.dirname(os.path.abspath(path)), ''
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.tmp', dir=folder)
+        with os.fdopen(fd, 'wb') as f:
+            write(f)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's file is private; give the usual permissions
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0][:160]
+        raise Mistake(f'cannot write {shown(path)} ({why}); free some space or choose another place') from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    SAVED.append(path)

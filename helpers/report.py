@@ -4,10 +4,9 @@ import hashlib
 import os
 import sys
 
-from helpers.checkpoints import write_atomic
 from helpers.data import CLASSES
 from helpers.errors import Mistake
-from helpers.paths import check_output, inside, shown
+from helpers.paths import check_output, inside, shown, write_atomic
 
 HEADER = '# CIFAR-10 run report (python main.py --report)'  # how an earlier report is known
 # figures an earlier version's report drew beside its report.md

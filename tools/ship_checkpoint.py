@@ -6,8 +6,8 @@ fit) and list its sha256 in checkpoints/SHA256SUMS, which main.py checks.
 import os
 
 from helpers import errors
-from helpers.checkpoints import PRETRAINED, SUMS, TITLES, load_either, save, sha256, write_atomic
-from helpers.paths import PROJECT
+from helpers.checkpoints import PRETRAINED, SUMS, TITLES, load_either, save, sha256
+from helpers.paths import PROJECT, write_atomic
 from helpers.settings import Parser
 from helpers.weight_scaling import compact, looks_scaled, scale_for_adam
 
