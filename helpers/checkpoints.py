@@ -1,6 +1,5 @@
-"""Checkpoints: the assignment's plain state dicts. Loading goes through torch's weights-only unpickler, takes
-the weights out of the usual wrappers and key prefixes, checks SHA256SUMS, and says in one line what does not
-fit. Saving is whole or not at all (a temporary file renamed into place), never of NaN weights."""
+"""Checkpoints: the assignment's plain state dicts, read by torch's weights-only unpickler out of the usual wrappers,
+checked against SHA256SUMS, said in one line where they do not fit; saved whole or not at all, never with NaN."""
 import functools
 import hashlib
 import io
@@ -8,6 +7,7 @@ import os
 import pickle
 
 import torch
+import torch.nn as nn
 
 from helpers import paths
 from helpers.errors import Mistake
@@ -32,26 +32,29 @@ def _model_shapes(name):
 
 
 def identify(state):
-    """'resnet50' or 'vgg16' for a state dict of that model (keys and shapes), else None."""
-    found = shapes(state)
-    return next((name for name in MODELS if _model_shapes(name) == found), None)
+    """'resnet50' or 'vgg16' for a state dict of that model (keys and shapes, under any key prefix), else None."""
+    return next((n for n in MODELS if shapes(_fit(state, _model_shapes(n).keys())) == _model_shapes(n)), None)
+
+
+def unwrap(model):  # the network in (Distributed)DataParallel's .module or in torch.compile's ._orig_mod
+    while isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)) or hasattr(model, '_orig_mod'):
+        model = model._orig_mod if hasattr(model, '_orig_mod') else model.module
+    return model
 
 
 def name_of(model):
-    """'resnet50' or 'vgg16' for the assignment's models; None for any other network."""
+    """'resnet50' or 'vgg16' for the assignment's models, wrapped or not; None for any other network."""
+    model = unwrap(model)
     return identify(model.state_dict()) if isinstance(model, (ResNet50_layer4, VGG)) else None
 
 
 def title_of(model):  # for messages
-    return TITLES.get(name_of(model)) or type(model).__name__
+    return TITLES.get(name_of(model)) or type(unwrap(model)).__name__
 
 
 def sha256(path):
-    h = hashlib.sha256()
     with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.sha256(f.read()).hexdigest()
 
 
 def listed_sum(path):
@@ -129,6 +132,7 @@ def _fit(state, wanted):
 
 def load(model, path, state=None):
     """Load checkpoint `path` (or `state`, what read(path) gave) into `model`; or a Mistake that says what to do."""
+    model = unwrap(model)
     expected = shapes(model.state_dict())
     fitted = [_fit(c, expected.keys()) for c in (read(path) if state is None else state)]
     state = next((c for c in fitted if shapes(c) == expected), fitted[0])
@@ -144,19 +148,15 @@ def load(model, path, state=None):
 def _mismatch(path, state, model, expected):
     """What to do about a checkpoint that does not fit the model, in words that keep the person's choice."""
     other, mine, title = identify(state), name_of(model), title_of(model)
-    if mine is None:
-        fix = f'set PATH = None in main.py to start {title} from random weights, or give a checkpoint saved from it'
-    else:
-        fix = f'point PATH (or --checkpoint) at a {title} checkpoint, e.g. {PRETRAINED[mine]}'
+    fix = (f'set PATH = None in main.py to start {title} from random weights, or give a checkpoint saved from it'
+           if mine is None else f'point PATH (or --checkpoint) at a {title} checkpoint, e.g. {PRETRAINED[mine]}')
     if other is not None:
         return f'{path} is a {TITLES[other]} checkpoint, and the model is {title}: {fix}, or choose {TITLES[other]}'
     found = shapes(state)
-    differ = [f'{k} is {found.get(k, "missing")}, the model\'s {s}' for k, s in expected.items() if found.get(k) != s]
-    extra = [f'{k} is not in the model' for k in found if k not in expected]
-    kind = ''
-    if any(k.startswith('features.') and k.endswith('running_mean') for k in state):
-        kind = "; it has BatchNorm in its features (like vgg16_bn), which the assignment's VGG16 has not"
-    said = differ + extra
+    said = [f'{k} is {found.get(k, "missing")}, the model\'s {s}' for k, s in expected.items() if found.get(k) != s]
+    said += [f'{k} is not in the model' for k in found if k not in expected]
+    kind = ("; it has BatchNorm in its features (like vgg16_bn), which the assignment's VGG16 has not"
+            if any(k.startswith('features.') and k.endswith('running_mean') for k in state) else '')
     return (f"{path} does not fit {title}: {len(said)} tensors differ ({'; '.join(said[:3])}"
             f"{'; ...' if len(said) > 3 else ''}){kind}; {fix}")
 
@@ -164,7 +164,7 @@ def _mismatch(path, state, model, expected):
 def load_either(path, hint):
     """(name, model) for a checkpoint of either assignment model, loaded, or a Mistake."""
     state = read(path, hint)
-    name = next((n for n in MODELS for c in state if identify(_fit(c, _model_shapes(n).keys())) == n), None)
+    name = next(filter(None, map(identify, state)), None)
     if name is None:
         raise Mistake(f'{path} is neither a VGG16 nor a ResNet50_layer4 checkpoint; {hint}')
     model = MODELS[name]()

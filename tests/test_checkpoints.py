@@ -8,9 +8,10 @@ import torch
 import torch.nn as nn
 
 from helpers import paths
-from helpers.checkpoints import MODELS, PRETRAINED, load, save
-from conftest import symlink_or_skip
-from scripts import ROOT
+from helpers.checkpoints import HINT, MODELS, PRETRAINED, load, load_either, name_of, save, title_of
+from conftest import make_image_folder, symlink_or_skip
+from scripts import ROOT, main
+from test_main import MODEL, edited
 from vgg16_full import VGG, cfg, make_layers
 
 
@@ -112,6 +113,27 @@ def test_a_changed_shipped_checkpoint_is_named_with_how_to_restore_it(tmp_path):
         f.write(b'\0' * 10)
     said = error_of(load, MODELS['vgg16'](), str(copy / 'vgg16_cifar10.ckpt'))
     assert 'does not match its line in SHA256SUMS' in said
+
+
+@pytest.mark.parametrize('prefix', ['module.', '_orig_mod.'])
+def test_a_prefixed_vgg16_checkpoint_given_to_resnet_is_named_vgg16(tmp_path, prefix):
+    torch.save({prefix + k: v for k, v in MODELS['vgg16']().state_dict().items()}, tmp_path / 'v.ckpt')
+    said = error_of(load, MODELS['resnet50'](), str(tmp_path / 'v.ckpt'))
+    assert 'is a VGG16 checkpoint, and the model is ResNet50_layer4' in said and 'or choose VGG16' in said
+    assert load_either(str(tmp_path / 'v.ckpt'), HINT)[0] == 'vgg16'
+
+
+def test_a_dataparallel_model_in_main_py_is_the_assignments_and_loads_the_shipped_weights(tmp_path):
+    vgg = MODELS['vgg16']()
+    compiled = nn.Module()  # as torch.compile's wrapper holds it (importing torch._dynamo takes seconds)
+    compiled._orig_mod = vgg
+    for wrapped in (nn.DataParallel(vgg), compiled, nn.DataParallel(compiled)):
+        assert name_of(wrapped) == 'vgg16' and title_of(wrapped) == 'VGG16'
+    shipped = load(nn.DataParallel(compiled), os.path.join(ROOT, PRETRAINED['vgg16']))
+    assert all(torch.equal(v, shipped[k]) for k, v in vgg.state_dict().items())
+    script = edited(tmp_path, (MODEL, 'model = nn.DataParallel(ResNet50_layer4())\n'))
+    r = main('--data', make_image_folder(tmp_path / 'tiny', 1, 1), '--eval-only', script=script)
+    assert r.returncode == 0 and r.stdout.startswith(f'resnet50 from {PRETRAINED["resnet50"]}'), r.stderr
 
 
 def test_a_save_that_fails_midway_leaves_the_earlier_file_and_no_temporary_file(tmp_path, resnet_state, monkeypatch):
