@@ -5,6 +5,8 @@ import hashlib
 import io
 import os
 import pickle
+import re
+import zipfile
 
 import torch
 import torch.nn as nn
@@ -69,23 +71,45 @@ def listed_sum(path):
                  if paths.same(os.path.join(folder, name.strip().lstrip('*')), path)), None)
 
 
+# Files students bring that torch.save did not write, by how they begin (for a zip, its names); each has a test
+FORMATS = [
+    (rb'\Aversion https://git-lfs', 'is a Git LFS pointer, not the checkpoint (a clone made without Git LFS): '
+                                   'run `git lfs pull` in the clone, with Git LFS installed'),
+    (rb'(?s)\A.{6}\0\0\{', 'is a safetensors file: torch.save(safetensors.torch.load_file(FILE), PATH) converts it '
+                           '(pip install safetensors), or save a state dict: torch.save(model.state_dict(), PATH)'),
+    (rb'(?m)/constants\.pkl$', 'is a TorchScript archive (torch.jit.save), not a state dict: save its weights with '
+                             'torch.save(torch.jit.load(FILE).state_dict(), PATH)'),
+]
+
+
 def read(path, hint=HINT, data=None):
-    """The dicts of weights in checkpoint `path` (usually one), or a Mistake saying what is wrong; with `data`
-    (its bytes, e.g. a zip member read in memory) `path` only names it."""
-    source = path if data is None else io.BytesIO(data)
-    if data is None and not os.path.isfile(path):
+    """The dicts of weights (usually one) in checkpoint `path`, or in `data`, its bytes; or a Mistake."""
+    expected = None if data is not None else listed_sum(path)
+    if data is None:
         if os.path.isdir(path):
             raise Mistake(f'{paths.shown(path)} is a folder; give a checkpoint file in it')
-        raise paths.missing(path, 'checkpoint', hint)
-    expected = listed_sum(path) if data is None else None
-    if expected is not None and sha256(path) != expected:
+        if not os.path.isfile(path):
+            raise paths.missing(path, 'checkpoint', hint)
+        try:
+            with open(path, 'rb') as f:
+                data = f.read()
+        except OSError as e:
+            raise Mistake(f'cannot read {paths.shown(path)} ({e.strerror}); give a file you may read') from None
+    try:  # how the file begins: for a zip (torch.save's format too) the names in it, else its first bytes
+        begins = '\n'.join(zipfile.ZipFile(io.BytesIO(data)).namelist()).encode()
+    except Exception:  # noqa: BLE001 - not a zip, or a damaged one
+        begins = data[:64]
+    for pattern, what in FORMATS:
+        if re.search(pattern, begins):
+            raise Mistake(f'{path} {what}')
+    if expected is not None and hashlib.sha256(data).hexdigest() != expected:
         raise Mistake(f'{path} does not match its line in {SUMS} (damaged or changed); restore it with '
                       f'`git checkout -- {path}`')
     try:
-        state = torch.load(source, map_location='cpu', weights_only=True)
+        state = torch.load(io.BytesIO(data), map_location='cpu', weights_only=True)
     except Exception as e:  # noqa: BLE001 - any file that torch cannot read as weights
         try:
-            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(io.BytesIO(data) if data else path)
+            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(io.BytesIO(data))
         except Exception:  # noqa: BLE001 - not a zip checkpoint at all
             unsafe = []
         if unsafe:
@@ -93,7 +117,7 @@ def read(path, hint=HINT, data=None):
                           'and loading it could run that code; save a plain state dict: '
                           'torch.save(model.state_dict(), PATH)') from None
         # torch's advice to load with weights_only=False is never a reason to show
-        text = ' '.join(str(e).split())[:160] or type(e).__name__
+        text = re.sub(r'\[enforce fail at .*?\] \.? ?', '', ' '.join(str(e).split()))[:160] or type(e).__name__
         why = '' if isinstance(e, pickle.UnpicklingError) or 'weights_only' in text else f' ({text})'
         raise Mistake(f'{path} is not a PyTorch checkpoint, or is damaged{why}; download or copy it again') from None
     return _candidates(state, path)

@@ -1,14 +1,17 @@
 """Checkpoints as students bring them, and files as the package writes them."""
 import collections
+import json
 import os
 import shutil
+import struct
+import warnings
 
 import pytest
 import torch
 import torch.nn as nn
 
 from helpers import paths
-from helpers.checkpoints import HINT, MODELS, PRETRAINED, load, load_either, name_of, save, title_of
+from helpers.checkpoints import HINT, MODELS, PRETRAINED, load, load_either, name_of, read, save, title_of
 from conftest import make_image_folder, symlink_or_skip
 from scripts import ROOT, main
 from test_main import MODEL, edited
@@ -101,6 +104,13 @@ def test_nan_weights_are_neither_loaded_nor_saved_and_the_earlier_file_stays(tmp
     assert (tmp_path / 'x.ckpt').read_bytes() == before
 
 
+def shipped_folder(tmp_path):
+    """A copy of checkpoints/ holding only its SHA256SUMS."""
+    (tmp_path / 'checkpoints').mkdir()
+    shutil.copy(os.path.join(ROOT, 'checkpoints', 'SHA256SUMS'), tmp_path / 'checkpoints' / 'SHA256SUMS')
+    return tmp_path / 'checkpoints'
+
+
 def test_a_changed_shipped_checkpoint_is_named_with_how_to_restore_it(tmp_path):
     shipped = os.path.join(ROOT, PRETRAINED['vgg16'])
     copy = tmp_path / 'checkpoints'
@@ -121,6 +131,36 @@ def test_a_prefixed_vgg16_checkpoint_given_to_resnet_is_named_vgg16(tmp_path, pr
     said = error_of(load, MODELS['resnet50'](), str(tmp_path / 'v.ckpt'))
     assert 'is a VGG16 checkpoint, and the model is ResNet50_layer4' in said and 'or choose VGG16' in said
     assert load_either(str(tmp_path / 'v.ckpt'), HINT)[0] == 'vgg16'
+
+
+def test_a_safetensors_file_says_how_to_convert_it(tmp_path):
+    """A row of its own in checkpoints.FORMATS, by how the file begins (its header's length, then JSON)."""
+    header = json.dumps({'fc.bias': {'dtype': 'F32', 'shape': [10], 'data_offsets': [0, 40]}}).encode()
+    (tmp_path / 'model.safetensors').write_bytes(struct.pack('<Q', len(header)) + header + bytes(40))
+    said = error_of(load, MODELS['resnet50'](), str(tmp_path / 'model.safetensors'))
+    assert 'is a safetensors file: torch.save(safetensors.torch.load_file(FILE), PATH) converts it' in said
+    assert 'damaged' not in said
+
+
+def test_a_git_lfs_pointer_says_git_lfs_pull(tmp_path):
+    """A row of its own in checkpoints.FORMATS (a clone made without Git LFS), named before SHA256SUMS's check."""
+    file = shipped_folder(tmp_path) / 'resnet50_cifar10.ckpt'
+    file.write_text('version https://git-lfs.github.com/spec/v1\noid sha256:495d01fd2c101495b881920c1b3bd96e5edf60bc'
+                    '62b1fee6d728905328bb77ec\nsize 29794325\n')
+    said = error_of(load, MODELS['resnet50'](), str(file))
+    assert 'is a Git LFS pointer, not the checkpoint' in said and 'run `git lfs pull`' in said
+
+
+def test_a_torchscript_file_says_how_to_save_its_state_dict_without_a_warning(tmp_path):
+    """A row of its own in checkpoints.FORMATS: a zip as torch.save's, told by the constants.pkl in it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # torch.jit's deprecation
+        torch.jit.save(torch.jit.script(nn.Linear(3, 10)), tmp_path / 'm.pt')
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # torch.load's would be a UserWarning with a source path
+        said = error_of(load, MODELS['resnet50'](), str(tmp_path / 'm.pt'))
+    assert 'is a TorchScript archive' in said and 'torch.save(torch.jit.load(FILE).state_dict(), PATH)' in said
+    assert 'is a TorchScript archive' in error_of(read, 'it', HINT, (tmp_path / 'm.pt').read_bytes())
 
 
 def test_a_dataparallel_model_in_main_py_is_the_assignments_and_loads_the_shipped_weights(tmp_path):
