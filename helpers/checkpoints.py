@@ -103,8 +103,9 @@ def read(path, hint=HINT, data=None):
         if re.search(pattern, begins):
             raise Mistake(f'{path} {what}')
     if expected is not None and hashlib.sha256(data).hexdigest() != expected:
-        raise Mistake(f'{path} does not match its line in {SUMS} (damaged or changed); restore it with '
-                      f'`git checkout -- {path}`')
+        raise Mistake(f'{path} differs from the shipped file listed in {SUMS} (changed or damaged): to use it as your '
+                      f'own, move it elsewhere, e.g. to outputs/mine.ckpt, and pass --checkpoint outputs/mine.ckpt; '
+                      f'after the move, `git checkout -- {path}` (or a fresh clone) gives the shipped file back')
     try:
         state = torch.load(io.BytesIO(data), map_location='cpu', weights_only=True)
     except Exception as e:  # noqa: BLE001 - any file that torch cannot read as weights

@@ -111,18 +111,22 @@ def shipped_folder(tmp_path):
     return tmp_path / 'checkpoints'
 
 
-def test_a_changed_shipped_checkpoint_is_named_with_how_to_restore_it(tmp_path):
-    shipped = os.path.join(ROOT, PRETRAINED['vgg16'])
-    copy = tmp_path / 'checkpoints'
-    copy.mkdir()
-    shutil.copy(shipped, copy / 'vgg16_cifar10.ckpt')
-    shutil.copy(os.path.join(ROOT, 'checkpoints', 'SHA256SUMS'), copy / 'SHA256SUMS')
-    load(MODELS['vgg16'](), str(copy / 'vgg16_cifar10.ckpt'))  # as listed: loads
-    with open(copy / 'vgg16_cifar10.ckpt', 'r+b') as f:
-        f.seek(-5000, os.SEEK_END)
-        f.write(b'\0' * 10)
-    said = error_of(load, MODELS['vgg16'](), str(copy / 'vgg16_cifar10.ckpt'))
-    assert 'does not match its line in SHA256SUMS' in said
+def test_a_student_fine_tune_over_a_shipped_checkpoint_is_kept_and_the_way_back_named(tmp_path):
+    """A file that differs from its SHA256SUMS line is often the student's own: no advice may overwrite it."""
+    file = shipped_folder(tmp_path) / 'vgg16_cifar10.ckpt'
+    shutil.copy(os.path.join(ROOT, PRETRAINED['vgg16']), file)
+    load(MODELS['vgg16'](), str(file))  # as listed: loads
+    tuned = torch.load(file, weights_only=True)
+    tuned['features.0.bias'] += 1
+    torch.save(tuned, file)
+    said = error_of(load, MODELS['vgg16'](), str(file))
+    keep, back = said.split('after the move')
+    assert 'differs from the shipped file' in keep and 'git checkout' not in keep
+    assert 'move it elsewhere, e.g. to outputs/mine.ckpt, and pass --checkpoint outputs/mine.ckpt' in keep
+    assert f'`git checkout -- {file}` (or a fresh clone) gives the shipped file back' in back
+    shutil.move(file, tmp_path / 'mine.ckpt')  # as the line says: then it loads as the student's own
+    mine = load(MODELS['vgg16'](), str(tmp_path / 'mine.ckpt'))
+    assert torch.equal(mine['features.0.bias'], tuned['features.0.bias'])
 
 
 @pytest.mark.parametrize('prefix', ['module.', '_orig_mod.'])
