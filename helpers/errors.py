@@ -1,5 +1,5 @@
 """Mistakes end in one line that says what to do: a `Mistake` is a SystemExit, which Python prints and exits 1.
-`install` adds what real cases need (docs/robustness.md): Ctrl-C, unwritable output, notebooks, main.py's lines."""
+`install` adds what cases need (docs/robustness.md): Ctrl-C or kill, unwritable output, notebooks, main.py's lines."""
 import os
 import signal
 import sys
@@ -8,6 +8,7 @@ import warnings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAVED = []  # the files this process wrote, for the Ctrl-C line
+GO_ON = {}  # a file in SAVED -> the command that goes on from it (train.py's state)
 
 
 class Mistake(SystemExit):
@@ -42,13 +43,14 @@ class _Output:
 
 
 def _saved():
-    saved = f"saved before that: {', '.join(SAVED)}" if SAVED else 'nothing new was saved'
-    return f'interrupted; {saved} (no file is left half-written)'
+    saved = f"saved before that: {', '.join(dict.fromkeys(SAVED))}" if SAVED else 'nothing new was saved'
+    go_on = [f'; go on: {GO_ON[path]}' for path in SAVED if path in GO_ON][-1:]
+    return f'interrupted; {saved} (no file is left half-written)' + ''.join(go_on)
 
 
-def _interrupted(signum, frame):
+def _interrupted(signum, frame):  # Ctrl-C, or SIGTERM (kill, a cluster's time limit): the same line
     print('\n' + _saved(), file=sys.stderr, flush=True)
-    raise SystemExit(130)
+    raise SystemExit(128 + signum)
 
 
 def _hook(kind, value, tb):
@@ -81,7 +83,8 @@ def install():
     shell = ipython()
     if shell is None:
         sys.excepthook = _hook
-        signal.signal(signal.SIGINT, _interrupted)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, _interrupted)
     elif not getattr(shell.showtraceback, 'one_line', False):  # what a cell and %run call on an error
         show = shell.showtraceback
 
