@@ -1,6 +1,9 @@
 """Paths: one way to show them, one message for a path that is not there, one rule for every file the package
 writes. Places are compared by the file system's identity (samefile): links, `..` and letter case need no rules."""
+import errno
+import io
 import os
+import sys
 import tempfile
 
 from helpers.errors import SAVED, Mistake
@@ -24,7 +27,7 @@ def shown(path):
 
 def missing(path, what, hint):
     """The Mistake for `what` (a checkpoint, the data folder...) not found at `path`, with what to do."""
-    if not os.fspath(path).isprintable():
+    if any(ord(c) < 32 for c in os.fspath(path)):  # not isprintable(): a cp949 name on Linux is not, and has no escape
         hint = "a backslash in a Python string starts an escape ('\\r' is a carriage return): write the path with /"
     elif os.sep == '/' and '\\' in os.fspath(path):
         hint = 'on Linux and macOS folders are separated by /, not \\: write the path with /'
@@ -59,58 +62,65 @@ def inside(path, folder):
     return any(same(place, folder) for place in _places(os.path.realpath(path)))
 
 
-def check_output(path, flag, reading=(), suffixes=CHECKPOINT_SUFFIXES, begins=TORCH_SAVED):
-    """Stop, before any work, unless `path` may take a file this run writes. The one rule: a name ending in one of
-    `suffixes`, new or a regular file of our kind, not read by the run, not in checkpoints/, in a writable place."""
-    path = os.fspath(path)
+def check_output(path, flag, reading=(), suffixes=CHECKPOINT_SUFFIXES, begins=TORCH_SAVED, example=None):
+    """Stop, before any work, unless `path` may take a file this run writes (the rule: docs/robustness.md). The line
+    names the setting once (`flag`: '--out', 'out in main.py'...), then `example` as the person would type it."""
+    path, example = os.fspath(path), example or f'{flag.split()[-1]} outputs/model{suffixes[0]}'
+
+    def refuse(why, fix='; choose another'):
+        raise Mistake(f'{flag} {shown(path)}{why}{fix}, e.g. {example}')
     if os.path.isdir(path) or not path.endswith(suffixes):
-        raise Mistake(f'{flag} {shown(path)}: give a file name ending in {" or ".join(suffixes)}, '
-                      f'e.g. {flag} outputs/model{suffixes[0]}')
+        refuse(f': give a file name ending in {" or ".join(suffixes)}', '')
     if os.path.exists(path) and not os.path.isfile(path):
-        raise Mistake(f'{flag} {shown(path)} is not a regular file (a device?); choose another {flag}')
+        refuse(' is not a regular file (a device?)')
     for other in reading:
         if other and same(path, other):
-            raise Mistake(f'{flag} {shown(path)} is the file this run starts from ({shown(other)}), which it would '
-                          f'replace; give {flag} a new file, e.g. {flag} outputs/model{suffixes[0]}')
+            refuse(f' is the file this run starts from ({shown(other)}), which it would replace')
     if os.path.isfile(path) and os.path.getsize(path):  # replaced only if it is a file of the kind written there
         with open(path, 'rb') as f:
-            head = f.read(max(map(len, begins)))
-        if not head.startswith(begins):
-            raise Mistake(f'{flag} {shown(path)} is a file of another kind, which {flag} would replace; choose '
-                          f'another name, e.g. {flag} outputs/model{suffixes[0]}')
+            if not f.read(max(map(len, begins))).startswith(begins):
+                refuse(' is a file of another kind, which this run would replace')
     if inside(path, SHIPPED):
-        raise Mistake(f'{flag} {shown(path)}: {SHIPPED} holds only the shipped checkpoints; choose another {flag} '
-                      '(maintainers replace one with python -m tools.ship_checkpoint)')
+        refuse(f': {SHIPPED} holds only the shipped checkpoints (maintainers replace one with '
+               'python -m tools.ship_checkpoint)')
     place = next((p for p in _places(os.path.dirname(os.path.abspath(path))) if os.path.exists(p)), None)
     if place is None:  # not even its root: a drive letter with nothing mounted, an unplugged disk
-        raise Mistake(f'{flag} {shown(path)}: {os.path.splitdrive(os.path.abspath(path))[0] or "/"} is not there '
-                      f'(no drive or disk mounted?); choose another {flag}')
+        refuse(f': {os.path.splitdrive(os.path.abspath(path))[0] or "/"} is not there (no drive or disk mounted?)')
     if not os.path.isdir(place):
-        raise Mistake(f'{flag} {shown(path)}: {shown(place)} is a file, not a folder; choose another {flag}')
-    try:  # the nearest existing folder must take files: the missing ones are made in it
-        with tempfile.TemporaryFile(dir=place):
-            pass
+        refuse(f': {shown(place)} is a file, not a folder')
+    try:  # what write_atomic will do, in the nearest existing folder: a name too long fails here, not after the run
+        fd, tmp = _temporary(place, path)
+        os.close(fd)
+        os.remove(tmp)
     except OSError as e:
-        raise Mistake(f'{flag} {shown(path)}: cannot write in {shown(place)} ({e.strerror or e}); '
-                      f'choose another {flag}') from None
+        refuse(f': cannot write in {shown(place)} ({e.strerror or e})')
+
+
+def _temporary(folder, path):  # write_atomic's temporary file for `path`: hidden, in `folder`, named after it
+    return tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.tmp', dir=folder)
 
 
 def write_atomic(path, write):
-    """Fill `path` by `write(file)` whole or not at all: a temporary file beside it, renamed into place."""
-    folder, tmp = os.path.dirname(os.path.abspath(path)), ''
+    """Fill `path` by `write(file)` whole or not at all, in memory first (a full disk is then our OSError, not the
+    serialiser's), then a temporary file beside it renamed into place; an earlier file replaced is named."""
+    folder, tmp, data = os.path.dirname(os.path.abspath(path)), '', io.BytesIO()
     try:
+        write(data)
         os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.tmp', dir=folder)
+        fd, tmp = _temporary(folder, path)
         with os.fdopen(fd, 'wb') as f:
-            write(f)
+            f.write(data.getbuffer())
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp's file is private; give the usual permissions
+        replaced = os.path.exists(path)
         os.replace(tmp, path)
-    except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
-        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0][:160]
-        raise Mistake(f'cannot write {shown(path)} ({why}); free some space or choose another place') from None
+    except OSError as e:
+        fix = 'free some space or ' * (e.errno == errno.ENOSPC)
+        raise Mistake(f'cannot write {shown(path)} ({e.strerror or e}); {fix}choose another place') from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    SAVED.append(path)
+    SAVED.append(os.fspath(path))
+    if replaced:
+        print(f'replaced the earlier {shown(path)}', file=sys.stderr)
