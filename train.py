@@ -84,9 +84,10 @@ def resumed_settings(args, given):
 def main():
     args, state = parse(sys.argv[1:])
     state_path = args.resume or args.out + '.state'
-    reading = [args.init]
-    paths.check_output(args.out, '--out', reading + [args.resume])  # before any work, not after hours of it
-    paths.check_output(state_path, '--resume' if args.resume else '--out', reading, suffixes=('.state',))
+    errors.GO_ON[state_path] = f'python train.py --resume {state_path}'  # said by Ctrl-C too
+    paths.check_output(args.out, '--out', [args.init, args.resume])  # before any work, not after hours of it
+    paths.check_output(state_path, '--resume' if args.resume else '--out', [args.init], suffixes=('.state',),
+                       example=None if args.resume else '--out outputs/model.ckpt')
     device = devices.pick_device(args.device)
     autocast = devices.autocast(device, bf16=args.bf16 == 'auto')
     print(f'train.py: {TITLES[args.model]}{" with BatchNorm" if args.batch_norm else ""}, '
@@ -130,7 +131,7 @@ def main():
                   loader_rng=train_loader.generator.get_state(),
                   cuda_rng=torch.cuda.get_rng_state(device) if device.type == 'cuda' else None), state_path)
         if args.stop_after and epoch + 1 - first >= args.stop_after and epoch + 1 < args.epochs:
-            print(f'stopped after epoch {epoch + 1} of {args.epochs}; go on: python train.py --resume {state_path}')
+            print(f'stopped after epoch {epoch + 1} of {args.epochs}; go on: {errors.GO_ON[state_path]}')
             break
     else:  # every epoch done (resuming a finished run writes its checkpoint again)
         finish(args, model, average, train_loader, val_loader, device, autocast)

@@ -3,6 +3,7 @@ or VGG16 on the 50 or 200 images of an image folder made here, in this process (
 import copy
 import os
 import re
+import signal
 
 import pytest
 import torch
@@ -113,6 +114,18 @@ def test_resume_after_stop_after_gives_the_weights_of_an_uninterrupted_run(folde
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     straight, pieces = (weights(tmp_path / f'{n}.ckpt.state')['history'] for n in ('straight', 'pieces'))
     assert [(h['train_loss'], h['lr']) for h in pieces] == [(h['train_loss'], h['lr']) for h in straight]
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_train_py_says_how_to_go_on(folder, tmp_path, monkeypatch):
+    def save_then_ctrl_c(obj, path, save=checkpoints.save):
+        save(obj, path)
+        signal.raise_signal(signal.SIGINT)  # once epoch 1's state is saved
+    monkeypatch.setattr(checkpoints, 'save', save_then_ctrl_c)
+    r = train('--model', 'resnet50', '--data', folder, '--epochs', 2, *SMALL, '--out', tmp_path / 'x.ckpt')
+    state = tmp_path / 'x.ckpt.state'
+    said = f'interrupted; saved before that: {state} (no file is left half-written); go on: python train.py --resume'
+    assert r.returncode == 130 and r.stderr.splitlines()[-1] == f'{said} {state}', r.stderr
 
 
 @pytest.mark.slow
