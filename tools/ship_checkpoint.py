@@ -21,12 +21,9 @@ def main(argv=None):
     p.add_argument('source', metavar='TRAINED.ckpt', help='what train.py wrote')
     source = p.parse_args(argv).source
     name, model = load_either(source, 'give the path of a checkpoint train.py wrote')
-    if not looks_scaled(model):
-        scale_for_adam(model)
     target = os.path.join(PROJECT, PRETRAINED[name])
-    save(compact(model.state_dict()), target)
-    sums = os.path.join(os.path.dirname(target), SUMS)
-    with open(sums, encoding='utf-8-sig') as f:
+    save(compact((model if looks_scaled(model) else scale_for_adam(model)).state_dict()), target)
+    with open(sums := os.path.join(os.path.dirname(target), SUMS), encoding='utf-8-sig') as f:
         lines = [line for line in f if line.strip() and not line.rstrip().endswith(os.path.basename(target))]
     lines.append(f'{sha256(target)}  {os.path.basename(target)}\n')
     write_atomic(sums, lambda f: f.write(''.join(sorted(lines, key=lambda x: x.split()[-1])).encode()))
