@@ -174,7 +174,7 @@ def test_a_dataparallel_model_in_main_py_is_the_assignments_and_loads_the_shippe
     for wrapped in (nn.DataParallel(vgg), compiled, nn.DataParallel(compiled)):
         assert name_of(wrapped) == 'vgg16' and title_of(wrapped) == 'VGG16'
     shipped = load(nn.DataParallel(compiled), os.path.join(ROOT, PRETRAINED['vgg16']))
-    assert all(torch.equal(v, shipped[k]) for k, v in vgg.state_dict().items())
+    assert all(torch.equal(v.cpu(), shipped[k]) for k, v in vgg.state_dict().items())  # DataParallel: on a GPU
     script = edited(tmp_path, (MODEL, 'model = nn.DataParallel(ResNet50_layer4())\n'))
     r = main('--data', make_image_folder(tmp_path / 'tiny', 1, 1), '--eval-only', script=script)
     assert r.returncode == 0 and r.stdout.startswith(f'resnet50 from {PRETRAINED["resnet50"]}'), r.stderr
