@@ -3,9 +3,10 @@ import time
 
 import torch
 import torch.nn as nn
+import torchvision.transforms as transforms
 from tqdm import tqdm
 
-from helpers import errors, settings, setup
+from helpers import data, errors, settings, setup
 from helpers.checkpoints import save, sha256
 from helpers.progress import progress
 from helpers.report import write as write_report
@@ -35,10 +36,32 @@ plain = False        # True: the assignment's own data pipeline, float32, no spe
 bf16 = 'auto'        # 'auto': bf16 autocast where the CPU or GPU computes bf16 natively; 'off': float32
 report = None        # a folder for report.md, the run in tables to paste
 ###########################################################
-model_name = settings.apply(globals())  # flags override the lines above; every setting is checked
-# The checkpoint, CIFAR-10 (random crop with padding 4 and horizontal flip for training), the device
-run = setup.prepare(model, PATH, data_dir, batch_size, device, seed, eval_only, plain, bf16)
-model, train_loader, test_loader, autocast = run.model, run.train_loader, run.test_loader, run.autocast
+settings.apply(globals())  # flags override the lines above; every setting is checked
+
+# Image preprocessing modules
+transform_train = transforms.Compose([
+    transforms.RandomCrop(32, padding=4),
+    transforms.RandomHorizontalFlip(),
+    transforms.ToTensor(),
+    transforms.Normalize((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))])
+
+transform_test = transforms.Compose([
+    transforms.ToTensor(),
+    transforms.Normalize((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))])
+
+# CIFAR-10 dataset: torchvision's (downloaded into an empty data_dir) or an image folder data_dir/{train,test}/<class>/
+train_dataset = data.CIFAR10(root=data_dir, train=True, transform=transform_train)
+test_dataset = data.CIFAR10(root=data_dir, train=False, transform=transform_test)
+
+# Data loader
+train_loader = torch.utils.data.DataLoader(dataset=train_dataset, batch_size=batch_size, shuffle=True)
+test_loader = torch.utils.data.DataLoader(dataset=test_dataset, batch_size=batch_size, shuffle=False)
+
+# Load the checkpoint, move to the device. The speed: loaders left as the assignment's run as whole-tensor batches
+# (the same images, crops and flips for a seed), in bf16 where the hardware has it (docs/speed.md)
+run = setup.prepare(model, PATH, train_loader, test_loader, device, out, seed, eval_only, plain, bf16, num_epochs,
+                    report)
+model, train_loader, test_loader, autocast, out = run.model, run.train_loader, run.test_loader, run.autocast, run.out
 
 # Loss and optimizer
 criterion = nn.CrossEntropyLoss()
@@ -85,7 +108,7 @@ if not eval_only:
         if (epoch + 1) % 20 == 0:
             curr_lr /= 3
             update_lr(optimizer, curr_lr)
-            save(model.state_dict(), f'{out.rpartition(".")[0]}_epoch{epoch + 1}.ckpt')
+            save(model.state_dict(), settings.epoch_file(out, epoch + 1))
 
     # Save the model checkpoint
     save(model.state_dict(), out)
@@ -110,7 +133,7 @@ print(accuracy_line)
 
 if report:
     write_report(report, dict(
-        model=model_name, checkpoint=run.checkpoint, checkpoint_sha256=run.checkpoint and sha256(run.checkpoint),
+        model=run.name, checkpoint=run.checkpoint, checkpoint_sha256=run.checkpoint and sha256(run.checkpoint),
         device=device, precision=run.precision, data_dir=data_dir, train_images=run.train_images, test_images=total,
         epochs=0 if eval_only else num_epochs, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
         plain=plain, confusion=confusion.tolist(), train_seconds=train_seconds,

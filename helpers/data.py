@@ -3,6 +3,7 @@ DIR/{train,test}/<class>/*; a folder where nothing is recognized gets it downloa
 import math
 import os
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -166,38 +167,55 @@ def _read_all(paths, decode=True):
     return np.stack([pixels for pixels, _ in reads]) if decode else None
 
 
-def plain_loaders(root, batch_size=100, train=True):
-    """The assignment's loaders (train=False: test only); every image header is checked first, before training."""
-    from torchvision import datasets, transforms as T
-    kind = _find(root)
+def CIFAR10(root, train=True, transform=None):
+    """CIFAR-10's training or test split at `root`, either layout, as a torchvision dataset that applies
+    `transform` to each PIL image (main.py builds its loaders on these, as the handout builds them)."""
+    if _find(root) == 'torchvision':
+        dataset = _cifar10(root, train, transform)
+        dataset.data_dir = root
+        return dataset
+    from torchvision import datasets
+    split = 'train' if train else 'test'
 
-    class Split(datasets.ImageFolder):
-        def find_classes(self, directory):  # CIFAR-10's ten, never a hidden folder as an eleventh
+    class Split(datasets.ImageFolder):  # CIFAR-10's classes and images as _samples finds them, never re-walked
+        def find_classes(self, directory):
             return list(CLASSES), {c: i for i, c in enumerate(CLASSES)}
 
-    def dataset(split, *augment):
-        transform = T.Compose([*augment, T.ToTensor(), T.Normalize(MEAN, STD)])
-        if kind == 'torchvision':
-            return _cifar10(root, split == 'train', transform)
-        paths = [path for path, _ in _samples(root, split)]
-        _read_all(paths, decode=False)
-        return Split(os.path.join(root, split), transform, is_valid_file=set(paths).__contains__,
-                     loader=lambda path: Image.fromarray(_read_all([path])[0]))
-    train_set = dataset('train', T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()) if train else None
-    test_loader = torch.utils.data.DataLoader(dataset('test'), batch_size=batch_size)
-    return train_set and torch.utils.data.DataLoader(  # a last batch of one image: BatchNorm cannot train on it
-        train_set, batch_size=batch_size, shuffle=True, drop_last=len(train_set) % batch_size == 1), test_loader
+        def make_dataset(self, *args, **kwargs):
+            return _samples(root, split)
+    dataset = Split(os.path.join(root, split), transform, loader=lambda path: Image.fromarray(_read_all([path])[0]))
+    dataset.data_dir = root  # for the line main.py prints
+    return dataset
+
+
+def assignment_transform(train):
+    """The handout's transform_train (train=True) or transform_test, which main.py spells out."""
+    from torchvision import transforms
+    augment = [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()] if train else []
+    return transforms.Compose([*augment, transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
+
+
+def check_images(dataset):
+    """Every image header of an image-folder dataset checked before training: a bad one is found now, not later."""
+    _read_all([path for path, _ in getattr(dataset, 'samples', [])], decode=False)
+
+
+def pixels(dataset):
+    """All images of a CIFAR10() dataset as (uint8 tensor N x 3 x 32 x 32, int64 labels), in its own order."""
+    if hasattr(dataset, 'samples'):
+        images, labels = _read_all([path for path, _ in dataset.samples]), np.array(dataset.targets)
+    else:
+        images, labels = dataset.data, np.array(dataset.targets)
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels).long()
 
 
 def decode(root, split):
-    """All images of a split as (uint8 tensor N x 3 x 32 x 32, int64 labels), in the plain pipeline's order."""
+    """All images of a split as pixels() gives them, in CIFAR10()'s order, without importing torchvision for
+    an image folder (train.py and the grader read tensors only)."""
     if _find(root) == 'folder':
         samples = _samples(root, split)
-        pixels, labels = _read_all([path for path, _ in samples]), np.array([label for _, label in samples])
-    else:
-        dataset = _cifar10(root, split == 'train')
-        pixels, labels = dataset.data, np.array(dataset.targets)
-    return torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels).long()
+        return pixels(SimpleNamespace(samples=samples, targets=[label for _, label in samples]))
+    return pixels(_cifar10(root, split == 'train'))
 
 
 def hold_out(images, labels, n):

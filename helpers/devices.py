@@ -28,9 +28,11 @@ def device_text(choice):
     return text
 
 
-def pick_device(choice='auto'):
-    """The torch.device for a --device choice (as device_text checks it), or a Mistake when it is not here."""
-    device = device_text(choice)
+def pick_device(choice='auto', said=None):
+    """The torch.device for a --device choice (as device_text checks it), or a Mistake when it is not here that
+    names the choice as the person gave it (`said`: the flag, or main.py's line)."""
+    device, said = device_text(choice), said or f'--device {choice}'
+    use = "'auto' or 'cpu'" if said.startswith('device =') else '--device cpu (or auto)'
     if device == 'auto':
         mps = torch.backends.mps.is_available()
         device = 'cuda' if torch.cuda.is_available() else 'mps' if mps else 'cpu'
@@ -39,17 +41,17 @@ def pick_device(choice='auto'):
         return torch.device('cpu')
     if device.type == 'mps':
         if not torch.backends.mps.is_available():
-            raise Mistake(f"--device {choice}, but PyTorch sees no Apple GPU (MPS) here; use --device cpu (or auto)")
+            raise Mistake(f"{said}: PyTorch sees no Apple GPU (MPS) here; use {use}")
         if not step_agrees(torch.device('mps')):
             print('note: one training step on the Apple GPU (MPS) disagrees with the same step on the CPU in this '
                   'PyTorch; running on the CPU (a newer PyTorch may fix it)', file=sys.stderr, flush=True)
             return torch.device('cpu')
         return torch.device('mps')
     if not torch.cuda.is_available():
-        raise Mistake(f"--device {choice}, but PyTorch sees no CUDA GPU here; use --device cpu (or auto)")
+        raise Mistake(f"{said}: PyTorch sees no CUDA GPU here; use {use}")
     count = torch.cuda.device_count()
     if (device.index or 0) >= count:
-        raise Mistake(f"--device {choice}, but this machine has {count} CUDA GPU(s): cuda:0 to cuda:{count - 1}")
+        raise Mistake(f"{said}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
     torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN time its algorithms once
     return torch.device('cuda', device.index or 0)
 

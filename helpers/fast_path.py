@@ -4,6 +4,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from helpers import data
 from helpers.checkpoints import name_of
 from vgg16_full import VGG
 
@@ -96,3 +97,33 @@ def prepare(model, device, bf16=False):
         elif bf16 and type(m) is nn.BatchNorm1d:
             m.__class__ = Float32BatchNorm1d
     return model
+
+
+def _same(a, b):
+    """Whether transforms `a` and `b` are equal: the same types with the same parameters (a list and a tuple of the
+    same numbers alike), a Compose's in order."""
+    def values(t):
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(t).items() if k != 'transforms'}
+    if type(a) is not type(b) or values(a) != values(b):
+        return False
+    inner = getattr(a, 'transforms', None), getattr(b, 'transforms', None)
+    return inner == (None, None) or len(inner[0]) == len(inner[1]) and all(map(_same, *inner))
+
+
+def loader(given, train, device, seed=None, channels_last=False, plain=False):
+    """main.py's DataLoader `given` as a data.TensorLoader (whole uint8 batches cropped, flipped and normalised in
+    one step each: the same batches for a seed, no per-image Python) where its dataset, transform and order are the
+    assignment's; else (or `plain`) `given` as written, said in one line, its image files checked first."""
+    from torch.utils.data import RandomSampler, SequentialSampler
+    from torchvision.datasets import CIFAR10, DatasetFolder
+    dataset, split = given.dataset, 'train' if train else 'test'
+    ours = isinstance(dataset, (CIFAR10, DatasetFolder)) and given.batch_sampler is not None and type(
+        given.sampler) is (RandomSampler if train else SequentialSampler)  # the handout's shuffle=True / False
+    if ours and not plain and _same(dataset.transform, data.assignment_transform(train)):
+        return data.TensorLoader(*data.pixels(dataset), given.batch_size, train=train, device=device,
+                                 channels_last=channels_last, seed=seed)
+    if not plain:
+        print(f"note: {f'transform_{split}' if ours else f'{split}_loader'} differs from the assignment's: using it "
+              'as written, per image (slower)')
+    data.check_images(dataset)
+    return given

@@ -50,6 +50,7 @@ class Parser(argparse.ArgumentParser):
         return {a.dest for a in self._actions if words & set(a.option_strings)}
 
 
+EXAMPLES = {'DIR': 'reports/run1', 'PATH': 'outputs/model.ckpt'}
 SETTINGS = {'num_epochs': '--epochs', 'learning_rate': '--lr', 'batch_size': '--batch-size', 'data_dir': '--data',
             'device': '--device', 'eval_only': '--eval-only', 'out': '--out', 'seed': '--seed', 'plain': '--plain',
             'bf16': '--bf16', 'report': '--report'}
@@ -78,6 +79,14 @@ def parser():
     return p
 
 
+SAID = {}  # how the person gave each setting, for messages: '--device cuda', "device = 'cuda' at the top of main.py"
+
+
+def said(name, default):
+    """`name` (a SETTINGS key) as the person gave it, or `default` where neither main.py nor a flag set it."""
+    return SAID.get(name, default)
+
+
 def _read_settings(p, g):
     """The settings at the top of main.py (`g`), each read through its flag."""
     args = p.parse_args([])
@@ -85,7 +94,7 @@ def _read_settings(p, g):
         if name not in g:
             continue  # a line deleted: its flag's default
         value = g[name]
-        p.where = f'{name} = {value!r} at the top of main.py'
+        p.where = SAID[name] = f'{name} = {value!r} at the top of main.py'
         action = next(a for a in p._actions if flag in a.option_strings)
         if action.nargs == 0:  # True/False settings
             if not isinstance(value, bool):
@@ -96,21 +105,17 @@ def _read_settings(p, g):
                 p.error(f"give a value, e.g. {name} = {action.default!r}")
             setattr(args, action.dest, None)
         elif isinstance(value, bool) or not isinstance(value, (int, float, str, os.PathLike, torch.device)):
-            p.error(f"use {' or '.join(map(repr, action.choices))}" if action.choices else 'use a number, or text '
-                    'in quotes')
+            kind = {'DIR': 'a folder name in quotes', 'PATH': 'a file name in quotes'}.get(action.metavar, 'a number')
+            p.error(f"use {' or '.join(map(repr, action.choices))}" if action.choices else f'use {kind}, e.g. '
+                    f'{name} = {action.default or EXAMPLES.get(action.metavar)!r}')
         else:
             p.parse_args([f'{flag}={os.fspath(value) if isinstance(value, os.PathLike) else value}'], namespace=args)
     p.where = None
     return args
 
 
-def _choose_model(g, args):
-    """The "Choose model" lines, checked (or replaced by --model / --checkpoint)."""
-    if args.model:
-        g['model'], g['PATH'] = MODELS[args.model](), PRETRAINED[args.model]
-    model = g.get('model')
-    if model is None:
-        raise Mistake("main.py has no model line: put one back under 'Choose model', e.g. model = ResNet50_layer4()")
+def check_model(model, PATH):
+    """The "Choose model" lines' values, as main.py passes them to setup.prepare: a float32 network and a path."""
     if not isinstance(model, nn.Module):
         kind = 'a class' if isinstance(model, type) else 'a function' if callable(model) else type(model).__name__
         name = getattr(model, '__name__', repr(model))
@@ -119,16 +124,30 @@ def _choose_model(g, args):
     if dtypes:
         raise Mistake(f'the model is {dtypes.pop()} (a .half() or .to(...) on the model line?): leave it float32 '
                       '(the shipped weights exceed float16; bf16 is used where the hardware has it)')
-    if args.checkpoint:
-        g['PATH'] = args.checkpoint
-    if 'PATH' not in g:
-        raise Mistake("main.py has no PATH line: put one under the model line, e.g. "
-                      "PATH = './checkpoints/resnet50_cifar10.ckpt' (or PATH = None for random weights)")
-    if (g['PATH'] is not None and not isinstance(g['PATH'], (str, os.PathLike))) or g['PATH'] == '':
-        raise Mistake(f"PATH = {g['PATH']!r} in main.py: give the checkpoint's path in quotes, "
+    if (PATH is not None and not isinstance(PATH, (str, os.PathLike))) or PATH == '':
+        raise Mistake(f"PATH = {PATH!r} in main.py: give the checkpoint's path in quotes, "
                       "e.g. PATH = './checkpoints/resnet50_cifar10.ckpt', or None for random weights")
-    g['PATH'] = paths.expand(g['PATH'])
-    return args.model or name_of(model) or type(model).__name__
+    return paths.expand(PATH)
+
+
+def plan(model, PATH, out=None, eval_only=False, num_epochs=1, report=None):
+    """(PATH, out) for the model main.py passes, after the one write rule has passed every file the run will
+    write: the fine-tuned model (by default named after the network), every 20th epoch's and the report."""
+    PATH = check_model(model, PATH)
+    given = 'the default --out' if out is None else '--out' if said('out', '').startswith('--') else 'out in main.py'
+    out = out or os.path.join('outputs', f'{name_of(model) or type(model).__name__}_final.ckpt')
+    outputs = [] if eval_only else [out] + [epoch_file(out, k) for k in range(20, num_epochs + 1, 20)]
+    for path in outputs:
+        paths.check_output(path, given, reading=[PATH])
+    if report:
+        from helpers import report as reports
+        reports.check(report, others=outputs)
+    return PATH, out
+
+
+def epoch_file(out, epoch):
+    """The checkpoint main.py saves after `epoch` (every 20th) beside `out`."""
+    return f'{out.rpartition(".")[0]}_epoch{epoch}.ckpt'
 
 
 def _command_line(g):
@@ -138,23 +157,24 @@ def _command_line(g):
 
 
 def apply(g, argv=None):
-    """Set main.py's globals `g` from its settings and the command line, all checked; the model's name."""
+    """Set main.py's globals `g` from its settings and the command line, all checked. --model and --checkpoint
+    replace the "Choose model" lines; the model itself is checked where main.py uses it (setup.prepare)."""
     argv = _command_line(g) if argv is None else argv
-    p = parser()
+    p, _ = parser(), SAID.clear()
     args = p.parse_args(argv, namespace=_read_settings(p, g))
+    for name, flag in SETTINGS.items():  # a flag given names itself in messages
+        if (dest := flag[2:].replace('-', '_')) in p.given(argv):
+            SAID[name] = flag if isinstance(getattr(args, dest), bool) else f'{flag} {getattr(args, dest)}'
     unused = sorted(p.given(argv) & {'epochs', 'lr', 'out'}) if args.eval_only else []
     if unused:
         raise Mistake(f"--{unused[0]} does nothing with --eval-only, which only tests the checkpoint; "
                       "leave out one or the other")
-    name = _choose_model(g, args)  # the out to check is named as the person gave it: flag, main.py's line, default
-    given = '--out' if 'out' in p.given(argv) else 'out in main.py' if g.get('out') else 'the default --out'
+    if args.model:
+        g['model'], g['PATH'] = MODELS[args.model](), PRETRAINED[args.model]
+    if args.checkpoint:
+        g['PATH'] = args.checkpoint
     g.update(num_epochs=args.epochs, learning_rate=args.lr, batch_size=args.batch_size, data_dir=args.data,
              eval_only=args.eval_only, seed=args.seed, plain=args.plain, bf16=args.bf16, report=args.report,
-             out=args.out or os.path.join('outputs', f'{name}_final.ckpt'))
-    if not args.eval_only:
-        paths.check_output(g['out'], given, reading=[g['PATH']])
-    if args.report:
-        from helpers import report
-        report.check(args.report, others=[] if args.eval_only else [g['out']])
-    g['device'] = devices.pick_device(args.device)
-    return name
+             out=args.out, device=devices.pick_device(args.device, said('device', '--device auto')))
+    if 'model' in g and 'PATH' in g:  # the "Choose model" lines above: checked now, before any work
+        plan(g['model'], g['PATH'], args.out, args.eval_only, args.epochs, args.report)

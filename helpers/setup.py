@@ -1,5 +1,4 @@
 """What main.py does before its loop, in one call, and the check that stops a fine-tune that diverged."""
-import contextlib
 import math
 import os
 from types import SimpleNamespace
@@ -7,43 +6,46 @@ from types import SimpleNamespace
 import torch
 import torch.nn as nn
 
-from helpers import data, devices, fast_path
+from helpers import data, devices, fast_path, settings
 from helpers.checkpoints import load, name_of, title_of
 from helpers.errors import Mistake
 from helpers.weight_scaling import largest_safe_batch
 
 
-def prepare(model, PATH, data_dir, batch_size, device, seed=None, eval_only=False, plain=False, bf16='auto'):
-    """The run's model (loaded, on `device`), loaders, autocast and Adam options, and a line describing them."""
+def prepare(model, PATH, train_loader, test_loader, device, out=None, seed=None, eval_only=False, plain=False,
+            bf16='auto', num_epochs=1, report=None):
+    """The run's model (checked, loaded, on `device`), loaders, autocast, Adam options and output file, and a line
+    describing them; named from the model passed here, whatever line of main.py chose it."""
+    if not isinstance(device, torch.device):
+        raise Mistake("main.py's line settings.apply(globals()) is missing, or below this one: put it back under "
+                      "the settings (it reads the flags and checks each setting)")
     if seed is not None:
         torch.manual_seed(seed)
-    title, own = title_of(model), name_of(model) is None
-    if PATH is None or (own and not os.path.exists(PATH)):  # a network of the student's own may start afresh
+    PATH, out = settings.plan(model, PATH, out, eval_only, num_epochs, report)  # named from this model
+    name, title = name_of(model), title_of(model)
+    if PATH is None or (name is None and not os.path.exists(PATH)):  # a network of the student's own may start afresh
         print(f'note: {"PATH is None" if PATH is None else f"no checkpoint at {PATH}"}, so {title} starts from '
               'random weights')
         PATH = None
     else:
         load(model, PATH)
-    if own:
+    if name is None:
         check_outputs(model, title)
     if not eval_only:
-        check_batch_size(model, batch_size)
-    if plain:  # the assignment's pipeline: PIL transforms per image, float32
-        train_loader, test_loader = data.plain_loaders(data_dir, batch_size, train=not eval_only)
-        autocast, adam_options, model = contextlib.nullcontext(), {}, model.to(device)
-    else:
-        train_loader, test_loader = data.tensor_loaders(data_dir, batch_size, device, seed, train=not eval_only,
-                                                        channels_last=fast_path.channels_last(model, device))
-        autocast = devices.autocast(device, bf16=bf16 == 'auto')
-        adam_options = fast_path.adam_options(device)
-        model = fast_path.prepare(model, device, bf16=isinstance(autocast, torch.autocast))
+        check_batch_size(model, train_loader.batch_size)
+    autocast = devices.autocast(device, bf16=not plain and bf16 == 'auto')
+    last = not plain and fast_path.channels_last(model, device)
+    train_loader = None if eval_only else fast_path.loader(train_loader, True, device, seed, last, plain)
+    test_loader = fast_path.loader(test_loader, False, device, seed, last, plain)
+    model = model.to(device) if plain else fast_path.prepare(model, device, bf16=isinstance(autocast, torch.autocast))
     train_images = len(train_loader.dataset) if train_loader else 0
     precision = devices.precision(autocast, device)
-    print(f'{name_of(model) or title} from {PATH or "random weights"} on {device}, {precision}; {train_images} '
-          f'training and {len(test_loader.dataset)} test images from {data_dir}'
-          + (' (plain pipeline)' if plain else ''))
+    where = getattr(test_loader.dataset, 'data_dir', None)
+    print(f'{name or title} from {PATH or "random weights"} on {device}, {precision}; {train_images} training and '
+          f'{len(test_loader.dataset)} test images' + f' from {where}' * bool(where) + ' (plain pipeline)' * plain)
     return SimpleNamespace(model=model, train_loader=train_loader, test_loader=test_loader, autocast=autocast,
-                           adam_options=adam_options, precision=precision, checkpoint=PATH, train_images=train_images)
+                           adam_options={} if plain else fast_path.adam_options(device), precision=precision,
+                           checkpoint=PATH, train_images=train_images, out=out, name=name or title)
 
 
 def check_outputs(model, title):

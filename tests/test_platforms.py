@@ -50,11 +50,16 @@ def test_the_agreement_check_passes_a_right_step_and_leaves_the_runs_random_numb
     assert torch.equal(torch.rand(3), after)
 
 
-@pytest.mark.parametrize('device, says', [('cuda', r'--device cuda, but PyTorch sees no CUDA GPU here'),
-                                          ('mps', r'--device mps, but PyTorch sees no Apple GPU \(MPS\) here')])
-def test_a_gpu_that_the_machine_has_not_is_one_line(monkeypatch, device, says):
+@pytest.mark.parametrize('device, says', [('cuda', r'--device cuda: PyTorch sees no CUDA GPU here'),
+                                          ('mps', r'--device mps: PyTorch sees no Apple GPU \(MPS\) here')])
+def test_a_gpu_that_the_machine_has_not_is_one_line(monkeypatch, tmp_path, device, says):
     pretend(monkeypatch)
     one_line_error(main('--device', device, '--eval-only'), says + r'; use --device cpu \(or auto\)$')
+    # set in main.py's line, never typed as a flag: the line is named, and the values it takes
+    with open(os.path.join(ROOT, 'main.py'), encoding='utf-8') as f:
+        (tmp_path / 'main.py').write_text(f.read().replace("device = 'auto'", f"device = '{device}'"), encoding='utf-8')
+    one_line_error(main(script=str(tmp_path / 'main.py')), f"device = '{device}' at the top of main.py: PyTorch sees "
+                   r"no .* here; use 'auto' or 'cpu'$")
 
 
 @pytest.fixture
@@ -75,10 +80,10 @@ def test_main_pasted_into_a_notebook_cell_reads_no_command_line_flags(monkeypatc
     monkeypatch.setattr(sys, 'argv', argv)
     monkeypatch.chdir(tmp_path)
     with open(os.path.join(ROOT, 'main.py'), encoding='utf-8') as f:
-        settings = f.read().split('\nrun = setup.prepare(')[0]  # up to the fine-tune: the settings read
+        settings = f.read().split('\n# Image preprocessing')[0]  # up to the data: the settings read
     cell = {'__name__': '__main__'}
     exec(compile(settings, '<ipython-input-1>', 'exec'), cell)
-    assert cell['model_name'] == 'resnet50' and cell['num_epochs'] == 1 and cell['batch_size'] == 100
+    assert cell['num_epochs'] == 1 and cell['batch_size'] == 100 and cell['out'] is None
 
 
 def test_mistakes_in_a_notebook_are_one_line_and_the_kernel_lives_on(monkeypatch, restored, capsys):
