@@ -18,8 +18,10 @@ STD = (0.2023, 0.1994, 0.2010)
 BATCHES = 'cifar-10-batches-py'
 HIDDEN = ('.', '__MACOSX')  # macOS's ._* and .DS_Store, .AppleDouble/, a zip's __MACOSX/: never data
 EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.ppm', '.tif', '.tiff', '.webp')
+NAMES = f"CIFAR-10's ten class names, lower case ({', '.join(CLASSES[:2])}, ..., {CLASSES[-1]})"
 PUT = ("put CIFAR-10 there: torchvision's {d}/cifar-10-batches-py (from cifar-10-python.tar.gz), or an image "
-       "folder {d}/train/<class>/ and {d}/test/<class>/ with the ten CIFAR-10 classes")
+       "folder {d}/train/<class>/ and {d}/test/<class>/, <class> being " + NAMES)
+OURS = ('README.md', 'cifar-10-python.tar.gz')  # the project's data/README.md; a download's partial archive
 GET = "; get torchvision's CIFAR-10 instead: give --data an empty folder and it is downloaded there"
 FOREIGN = [  # (what in a folder's names gives a dataset away, what to say of that folder {p})
     (lambda names: 'trainLabels.csv' in names, "{p} is Kaggle's CIFAR-10, whose test images have no labels" + GET),
@@ -96,6 +98,11 @@ def _find(root):
     if layout(root) is None:
         if said := describe(root):
             raise Mistake(said)
+        others = [n for n in sum(_listing(root), []) if n not in OURS]
+        if others:  # never 170 MB among a project's or a home folder's files
+            raise Mistake(f"no CIFAR-10 in {shown(root)}, which holds other files ({', '.join(others[:3])}"
+                          f"{', ...' * (len(others) > 3)}): it is downloaded only into an empty folder, so give --data "
+                          'an empty one, or ' + PUT.format(d=shown(root)))
         import torchvision
         try:  # a partial archive left behind is torchvision's to download again: its MD5 is checked first
             torchvision.datasets.CIFAR10(root, train=False, download=True)
@@ -118,6 +125,18 @@ def _cifar10(root, train, transform=None):
                       'damaged, or re-saved by another program); delete it and run again to download them') from None
 
 
+def _walk(top):
+    """(folder, file names) under `top`, sorted, links followed, each real folder once (a link back up: a loop)."""
+    seen, found = set(), []
+    for folder, dirs, names in os.walk(top, followlinks=True, onerror=lambda e: _listing(e.filename)):
+        if os.path.realpath(folder) in seen:
+            dirs[:] = []
+        else:
+            seen.add(os.path.realpath(folder))
+            found.append((folder, names))
+    return sorted(found)
+
+
 def _samples(root, split):
     """[(path, label)] of a split's images (by extension, any case; hidden ones left out) in torchvision ImageFolder's
     order (sorted classes, walk and names): a seed shuffles the same images in both pipelines."""
@@ -126,14 +145,13 @@ def _samples(root, split):
         raise Mistake(describe(root))
     dirs = _listing(top)[0]
     samples = [(os.path.join(folder, n), label) for label, name in enumerate(CLASSES) if name in dirs
-               for folder, _, names in sorted(os.walk(os.path.join(top, name), followlinks=True,  # unreadable: said
-                                                      onerror=lambda e: _listing(e.filename)))
+               for folder, names in _walk(os.path.join(top, name))
                if not any(part.startswith(HIDDEN) for part in os.path.relpath(folder, top).split(os.sep))
                for n in sorted(names) if n.lower().endswith(EXTENSIONS) and not n.startswith(HIDDEN)]
     lost = [c for i, c in enumerate(CLASSES) if i not in {y for _, y in samples}]
     extra = sorted(set(dirs) - set(CLASSES))
     if lost or extra:
-        raise Mistake(f"{shown(top)} must hold CIFAR-10's ten class folders, each with images ({' '.join(EXTENSIONS)})"
+        raise Mistake(f"{shown(top)} must hold a folder for each of {NAMES}, each with images ({' '.join(EXTENSIONS)})"
                       f"; missing or empty: {', '.join(lost) or 'none'}; not CIFAR-10: {', '.join(extra) or 'none'}")
     return samples
 

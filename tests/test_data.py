@@ -183,7 +183,7 @@ def test_bad_images_are_collected_into_one_line_with_a_count(tmp_path):
 
 @pytest.mark.parametrize('change, message', [
     (lambda split: (split / 'truck').rename(split / 'lorry'),
-     r"test must hold CIFAR-10's ten class folders, each with images \(.*\); missing or empty: truck; "
+     r"test must hold a folder for each of CIFAR-10's ten class names, lower case .*; missing or empty: truck; "
      r"not CIFAR-10: lorry$"),
     (lambda split: [f.unlink() for f in (split / 'frog').iterdir()], r'missing or empty: frog; not CIFAR-10: none$'),
     (lambda split: shutil.rmtree(split), r'images holds CIFAR-10 class folders in train/: add test/ with its ten'),
@@ -309,3 +309,26 @@ def test_batches_with_other_md5s_than_cifar10s_are_refused_until_the_tests_accep
     one_line(lambda: decode(root, 'test'), "does not hold CIFAR-10's original files")
     accept_batches(monkeypatch, root)
     assert decode(root, 'train')[1].shape == (15,)
+
+
+def test_a_link_back_up_inside_a_class_folder_counts_each_image_once(tmp_path):
+    root = tiny(tmp_path)
+    os.symlink('.', tmp_path / 'images' / 'test' / 'cat' / 'again')  # a loop: test/cat/again/again/...
+    images, labels = decode(root, 'test')
+    assert len(labels) == 30 and len(data.CIFAR10(root, train=False)) == 30
+
+
+def test_no_download_into_a_folder_of_other_files_like_the_project_or_home(tmp_path, downloads):
+    root = make(tmp_path / 'project', ['main.py', 'helpers/', 'notes.txt'])
+    one_line(lambda: decode(root, 'test'), r'^error: no CIFAR-10 in .*project, which holds other files \(helpers, '
+                                           r'main\.py, notes\.txt\): it is downloaded only into an empty folder')
+    assert downloads == []
+
+
+def test_class_folders_in_capitals_are_told_the_lower_case_names(tmp_path):
+    root = tiny(tmp_path, train=1, test=1)
+    for split in ('train', 'test'):
+        for c in CLASSES:
+            os.rename(tmp_path / 'images' / split / c, tmp_path / 'images' / split / (c.title() + '_'))
+    one_line(lambda: decode(root, 'test'), r"CIFAR-10's ten class names, lower case \(airplane, automobile, \.\.\., "
+                                           r"truck\)")
