@@ -104,14 +104,16 @@ def test_dash_dash_model_takes_that_network_with_its_own_checkpoint_whatever_the
     (['--batch-size', '1'], r'--batch-size 1 cannot fine-tune a network with BatchNorm'),
     (['--model', 'vgg16', '--batch-size', '100000'], r'--batch-size 100000 is too large for this checkpoint'),
     (['--data', 'DIR/nowhere'], r'data folder not found: .*nowhere'),
+    (['--checkpoint', 'DIR/r_epoch20.ckpt', '--out', 'DIR/r.ckpt', '--epochs', '20'], r'r_epoch20\.ckpt is the file'),
 ])
 def test_a_mistake_on_the_command_line_is_one_line_before_any_work(tmp_path, tiny, args, says):
     (tmp_path / 'file.ckpt').write_bytes(b'')
     (tmp_path / 'notes.pt').write_text('my notes')
     os.makedirs(tmp_path / 'outputs', exist_ok=True)
     torch.save({}, tmp_path / 'r.ckpt')
+    torch.save({}, tmp_path / 'r_epoch20.ckpt')  # num_epochs = 20 saves beside --out: r_epoch20.ckpt
     args = [str(a).replace('DIR', str(tmp_path)) for a in args]
-    if '--checkpoint' in args:  # the checkpoint being fine-tuned is the default --out: never replaced
+    if '--checkpoint' in args and '--out' not in args:  # the checkpoint being fine-tuned is the default --out: never replaced
         args[args.index('--checkpoint') + 1] = os.path.join('outputs', 'resnet50_final.ckpt')
         torch.save(torch.load(os.path.join(ROOT, PRETRAINED['resnet50'])), tmp_path / 'outputs' / 'resnet50_final.ckpt')
     code = 2 if "''" in says else 1
