@@ -1,9 +1,8 @@
-"""Grade a class by test accuracy: every checkpoint handed in, one table, no student code run (docs/grading.md).
-
-    python grade.py SUBMISSIONS [--data DIR] [--out grades.csv]      # torchrun --nproc-per-node N grade.py ... too
-"""
+"""Grade a class by test accuracy: every checkpoint handed in, one table, no student code run (docs/grading.md):
+python grade.py SUBMISSIONS [--data DIR] [--out grades.csv], or torchrun --nproc-per-node N grade.py ..."""
 import argparse
 import collections
+import contextlib
 import csv
 import hashlib
 import io
@@ -28,31 +27,11 @@ BARS = {'resnet50': 80, 'vgg16': 85}  # the course's bars, in %
 LIMIT = 1 << 30  # a file or zip member over 1 GB is not read
 
 
-def parse(argv):
-    p = Parser(prog='python grade.py', description=__doc__.splitlines()[0])
-    p.add_argument('submissions', type=path_text, metavar='SUBMISSIONS',
-                   help="a course site's download: checkpoint files, a folder or a .zip per student")
-    p.add_argument('--data', type=path_text, metavar='DIR', default='./data', help="CIFAR-10's folder as main.py "
-                   'takes it; only its test split is used')
-    p.add_argument('--out', type=path_text, metavar='PATH', default='grades.csv', help='the table (PATH.png beside '
-                   'it); a rerun skips the rows it holds')
-    p.add_argument('--device', type=devices.device_text, default='auto', help=devices.DEVICE_HELP)
-    p.add_argument('--bf16', action='store_true', help='bf16 autocast where the hardware has it (default float32: '
-                   'the same grade on every machine)')
-    return p.parse_args(argv)
-
-
-def student(top, is_file):
-    """Who a top-level entry belongs to: its name up to a course site's `_<number>_`, in composed Unicode."""
-    name = unicodedata.normalize('NFC', os.path.splitext(top)[0] if is_file else top)
-    return re.split(r'_\d+_', name)[0] or name
-
-
 def hidden(name):  # macOS's ._* and .DS_Store, a zip's __MACOSX/, .git/: never a submission
     return any(part.startswith(data.HIDDEN) for part in name.split('/'))
 
 
-def checkpoints_in(path, label, root):
+def found_in(path, label, root):
     """(file, size, a call giving its bytes or why it is not read) for each checkpoint `path` is or holds; a zip is
     read in memory, its member names only label rows and never become paths."""
     if not paths.inside(path, root):
@@ -70,29 +49,26 @@ def checkpoints_in(path, label, root):
 
 
 def submissions(root):
-    """[(student, file, size, read)] for every checkpoint under `root` (a link to a folder is judged, never entered);
-    a top-level entry without one is a row too."""
-    found = []
+    """[(student, file, size, read)] for every checkpoint under `root`, a link to a folder judged, never entered; the
+    student is the top-level name up to a course site's `_<number>_`; an entry without a checkpoint is a row too."""
+    items = []
     for top in sorted(n for n in os.listdir(root) if not hidden(n)):
-        path = os.path.join(root, top)
-        walk = sorted(os.walk(path)) if os.path.isdir(path) and not os.path.islink(path) else [('', [], [path])]
-        found_paths = [os.path.join(d, n) for d, dirs, names in walk
-                       for n in sorted(names + [x for x in dirs if os.path.islink(os.path.join(d, x))])]
-        rows = [row for p in found_paths for row in checkpoints_in(p, os.path.relpath(p, root).replace(os.sep, '/'),
-                                                                   root) if not hidden(row[0])]
-        name = student(top, not os.path.isdir(path))
-        found += [(name, *row) for row in rows or [(top, 0, 'no checkpoint (.ckpt, .pt, .pth, .tar) in it')]]
-    return found
+        path, folder = os.path.join(root, top), os.path.isdir(os.path.join(root, top))
+        walk = sorted(os.walk(path)) if folder and not os.path.islink(path) else [('', [], [path])]
+        rows = [row for d, dirs, names in walk for n in sorted(names + [x for x in dirs if os.path.islink(
+            os.path.join(d, x))]) for row in found_in(os.path.join(d, n), os.path.relpath(os.path.join(d, n), root)
+                                                      .replace(os.sep, '/'), root) if not hidden(row[0])]
+        name = unicodedata.normalize('NFC', top if folder else os.path.splitext(top)[0])  # Hangul typed on a Mac too
+        items += [(re.split(r'_\d+_', name)[0] or name, *row)
+                  for row in rows or [(top, 0, 'no checkpoint (.ckpt, .pt, .pth, .tar) in it')]]
+    return items
 
 
 def weights(blob):
     """(model name, its state dict fitted to it) of a checkpoint's bytes; a Mistake for anything else."""
-    candidates = checkpoints.read('it', data=blob)
-    for name in MODELS:
-        for c in candidates:
-            fitted = checkpoints._fit(c, checkpoints._model_shapes(name).keys())
-            if checkpoints.identify(fitted) == name:
-                return name, fitted
+    for state in checkpoints.read('it', data=blob):
+        if name := checkpoints.identify(state):
+            return name, checkpoints._fit(state, checkpoints._model_shapes(name).keys())
     raise Mistake('neither a VGG16 nor a ResNet50_layer4 state dict (its names and shapes fit neither); not graded')
 
 
@@ -100,7 +76,8 @@ def digest(state):
     """sha256 of the weights as graded (float32 values by name): a re-saved or re-wrapped copy has the same."""
     h = hashlib.sha256()
     for key in sorted(checkpoints.shapes(state)):
-        h.update(key.encode() + state[key].float().contiguous().numpy().tobytes())
+        h.update(key.encode())
+        h.update(state[key].float().contiguous().numpy())
     return h.hexdigest()
 
 
@@ -124,18 +101,19 @@ def grade(item, run, done):
             raise Mistake(read if isinstance(read, str) else f'{size / 2 ** 30:.1f} GB, over the 1 GB limit; not read')
         blob = read()
         model_name, state = weights(blob)
-        row.update(model=TITLES[model_name], _digest=digest(state), sha256=hashlib.sha256(blob).hexdigest())
+        row.update(model=TITLES[model_name], sha256=hashlib.sha256(blob).hexdigest())
         named = [n for n in MODELS if n.rstrip('0123456789') in label.rsplit('/', 1)[-1].lower()]
         if named and model_name not in named:
             row['note'] = f'named {named[0]} but holds {TITLES[model_name]} weights'
-        if earlier := done.get((label, row['sha256'], run.precision)):
-            return row | {k: earlier[k] for k in ('accuracy', 'correct', 'total', 'precision', 'seconds')}
         if model_name not in run.models:
             model = fast_path.prepare(MODELS[model_name](), run.device, bf16=run.bf16).eval()
             run.models[model_name] = model, data.TensorLoader(*run.test, 100, device=run.device,
                                                               channels_last=fast_path.channels_last(model, run.device))
         model, loader = run.models[model_name]
-        checkpoints.load(model, 'it', [state])
+        checkpoints.load(model, 'it', [state])  # or a Mistake: NaN, infinity
+        row['_digest'] = digest(state)
+        if earlier := done.get((label, row['sha256'], run.precision)):
+            return row | {k: earlier[k] for k in ('accuracy', 'correct', 'total', 'precision', 'seconds')}
         correct, total = evaluate(model, loader, run.autocast), len(run.test[1])
         row.update(accuracy=str(100 * correct / total), correct=correct, total=total, precision=run.precision)
     except (Mistake, Exception) as e:  # noqa: BLE001 - whatever is in a file: a row with a note, never a stop
@@ -143,21 +121,16 @@ def grade(item, run, done):
     return row | {'seconds': f'{time.perf_counter() - start:.2f}'}
 
 
-def flag(rows, shipped):
-    """Each row's flags: one of several files of a student; the shipped weights; the same weights as another's."""
+def write(path, rows, shipped):
+    """The table, each row flagged: one of a student's files; the shipped weights; the same weights as another's."""
     count, same = collections.Counter(r['student'] for r in rows), collections.defaultdict(set)
     for r in rows:
         same[r.get('_digest')].add(r['student'])
-    for r in rows:
-        if '_digest' in r:  # else an earlier run's row not reached yet: its flags as they were
-            others = sorted(same[r['_digest']] - {r['student']}) if r['_digest'] else []
-            r['flags'] = '; '.join(filter(None, [f'one of {count[r["student"]]} files' * (count[r['student']] > 1),
-                                                 'shipped' if r['_digest'] in shipped else
-                                                 'same as ' + ', '.join(others) if others else '']))
-    return rows
-
-
-def write(path, rows):
+    for r in (r for r in rows if '_digest' in r):  # else an earlier run's row not reached yet: as it was
+        others = sorted(same[r['_digest']] - {r['student']}) if r['_digest'] else []
+        r['flags'] = '; '.join(filter(None, [f'one of {count[r["student"]]} files' * (count[r['student']] > 1),
+                                             'shipped' if r['_digest'] in shipped else
+                                             'same as ' + ', '.join(others) if others else '']))
     text = io.StringIO(newline='')
     csv.DictWriter(text, COLUMNS, extrasaction='ignore').writerows([dict(zip(COLUMNS, COLUMNS)), *rows])
     paths.write_atomic(path, lambda f: f.write(text.getvalue().encode('utf-8-sig')))
@@ -173,7 +146,7 @@ def draw(rows, path):
         ax.hist(marks, bins=200, range=(0, 100), color=color, alpha=0.7, label=f'{title}: {len(marks)}')
         ax.axvline(BARS[name], color=color, linestyle='--', label=f"{title}'s bar, {BARS[name]} %")
     ax.set(xlabel='test accuracy (%)', ylabel='checkpoints', title='Test accuracy of the class')
-    ax.legend(loc='upper left')
+    ax.legend()
     paths.write_atomic(path, lambda f: figure.savefig(f, format='png'))
 
 
@@ -187,17 +160,22 @@ def show(rows):
 
 
 def main(argv=None):
-    args = parse(argv)
+    p = Parser(prog='python grade.py', description=__doc__.split(':')[0])
+    p.add_argument('submissions', type=path_text, metavar='SUBMISSIONS', help="a course site's download of the class")
+    p.add_argument('--data', type=path_text, metavar='DIR', default='./data', help="as main.py's: its test split")
+    p.add_argument('--out', type=path_text, metavar='PATH', default='grades.csv', help='the table; PATH.png beside it')
+    p.add_argument('--device', type=devices.device_text, default='auto', help=devices.DEVICE_HELP)
+    p.add_argument('--bf16', action='store_true', help='bf16 autocast where the hardware has it (default: float32)')
+    args = p.parse_args(argv)
     root, out, picture = args.submissions, args.out, os.path.splitext(args.out)[0] + '.png'
-    if not os.path.isdir(root):  # a file too: a course site's zip of the class
-        raise paths.missing(root, 'submissions folder', "give the folder of the files handed in (unpack a course "
-                            "site's zip first)") if not os.path.exists(root) else Mistake(
-            f"{paths.shown(root)} is a file; give the folder of the files handed in (unpack a course site's zip first)")
+    if not os.path.isdir(root):
+        raise Mistake(f"{paths.shown(root)} is a file; unpack it (a course site's zip?) and give its folder") \
+            if os.path.exists(root) else paths.missing(root, 'submissions folder', 'give the folder of the class')
     if paths.inside(out, root):
         raise Mistake(f'--out {paths.shown(out)} is inside {paths.shown(root)}, where nothing is written; choose '
                       'another --out, e.g. --out grades.csv')
-    paths.check_output(out, '--out', suffixes=('.csv',), begins=(HEADER,))
-    paths.check_output(picture, "--out's picture", suffixes=('.png',), begins=(b'\x89PNG',))
+    paths.check_output(out, '--out', suffixes=('.csv',), begins=(HEADER,), example='--out grades.csv')
+    paths.check_output(picture, "--out's picture", suffixes=('.png',), begins=(b'\x89PNG',), example='--out grades.csv')
     rank, world = int(os.environ.get('RANK', 0)), int(os.environ.get('WORLD_SIZE', 1))
     if world > 1:  # under torchrun only rows travel between the processes: gloo serves with and without GPUs
         torch.distributed.init_process_group('gloo')
@@ -207,9 +185,9 @@ def main(argv=None):
     test, autocast = data.decode(args.data, 'test'), devices.autocast(device, bf16=args.bf16)
     # the test data is known by its decoded pixels and labels: the same images grade alike wherever they lie
     test_sum = hashlib.sha256(test[0].numpy().tobytes() + test[1].numpy().tobytes()).hexdigest()[:16]
-    bf16 = isinstance(autocast, torch.autocast)
-    run = argparse.Namespace(device=device, test=test, autocast=autocast, bf16=bf16, models={},
-                             precision=f"{'bf16' if bf16 else 'float32'}, test data {test_sum}")
+    run = argparse.Namespace(device=device, test=test, autocast=autocast, models={},
+                             bf16=isinstance(autocast, torch.autocast))
+    run.precision = f"{'bf16' if run.bf16 else 'float32'}, test data {test_sum}"
     with open(out if os.path.isfile(out) else os.devnull, encoding='utf-8-sig', newline='') as f:
         old = list(csv.DictReader(f))
     done = {(r['file'], r['sha256'], r['precision']): r for r in old if r['accuracy']}
@@ -223,10 +201,11 @@ def main(argv=None):
         if world > 1:
             torch.distributed.all_gather_object(batch, batch[0])
         rows += [r for r in batch if r]
-        if rank == 0:  # after every row: interrupted, the table keeps what was graded and what was not reached
-            write(out, flag(rows + [r for r in old if r['file'] not in {row['file'] for row in rows}], shipped))
+        if rank == 0:  # after every row, said once at the end: interrupted, the table keeps what was graded
+            with contextlib.redirect_stderr(io.StringIO()):  # and the earlier rows not reached yet
+                write(out, rows + [r for r in old if r['file'] not in {row['file'] for row in rows}], shipped)
     if rank == 0:
-        write(out, flag(rows, shipped))
+        write(out, rows, shipped)
         draw(rows, picture)
         show(rows)
         print(f'Wrote {out} and {picture}')

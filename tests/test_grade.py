@@ -82,8 +82,9 @@ def make_class(root, shipped):
     save(Opens(str(root.parent / 'MARKER')), 'yoon_1_2_model.pt')
     save({'acc': 91.0}, 'kang_1_2_notes.pt')
     save(vgg(4), 'cho_1_2_resnet50_final.ckpt')
-    save({k: v * float('nan') for k, v in vgg(5).items()}, 'lim_1_2_vgg16.ckpt')
-    save({k: (v * 1e6).half() for k, v in vgg(6).items()}, 'song_1_2_vgg16.ckpt')
+    for value, name in ((torch.tensor(float('nan')), 'lim_1_2_vgg16.ckpt'),
+                        (torch.tensor(1e6).half(), 'song_1_2_vgg16.ckpt')):  # one value expanded: bytes, not MBs
+        save({k: value.expand(v.shape) if v.is_floating_point() else v for k, v in vgg(5).items()}, name)
     save({'fc.weight': torch.zeros(10, 5)}, 'kwon_1_2_mine.pth')
     os.makedirs(root / 'Oh Empty_5_assignsubmission_file_')
     with zipfile.ZipFile(root / 'seo.zip', 'w') as z:
