@@ -139,14 +139,15 @@ def write(path, rows, shipped):
 def draw(rows, path):
     """The accuracies of the class as a histogram, each model's bar marked."""
     from matplotlib.figure import Figure
-    figure = Figure(figsize=(8, 4.5), dpi=120, layout='constrained')
+    figure = Figure(figsize=(8, 4.5), dpi=120)
     ax = figure.subplots()
     for (name, title), color in zip(TITLES.items(), ('tab:blue', 'tab:orange')):
         marks = [float(r['accuracy']) for r in rows if r['model'] == title and r['accuracy']]
-        ax.hist(marks, bins=200, range=(0, 100), color=color, alpha=0.7, label=f'{title}: {len(marks)}')
+        ax.hist(marks, bins=200, range=(0, 100), histtype='stepfilled', color=color, alpha=0.6,
+                label=f'{title}: {len(marks)}')
         ax.axvline(BARS[name], color=color, linestyle='--', label=f"{title}'s bar, {BARS[name]} %")
     ax.set(xlabel='test accuracy (%)', ylabel='checkpoints', title='Test accuracy of the class')
-    ax.legend()
+    ax.legend(loc='upper left')
     paths.write_atomic(path, lambda f: figure.savefig(f, format='png'))
 
 
