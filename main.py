@@ -34,7 +34,7 @@ out = None           # the fine-tuned checkpoint; None is outputs/<model>_final.
 seed = None
 plain = False        # True: the assignment's own data pipeline, float32, no speed-ups
 bf16 = 'auto'        # 'auto': bf16 autocast where the CPU or GPU computes bf16 natively; 'off': float32
-report = None        # a folder for report.md, the run in tables to paste
+report = None        # a folder for report.md and report.png, the run to paste
 ###########################################################
 settings.apply(globals())  # flags override the lines above; every setting is checked
 

@@ -75,7 +75,7 @@ def parser():
     p.add_argument('--plain', action='store_true', help="the assignment's own pipeline: PIL transforms, float32")
     p.add_argument('--bf16', choices=['auto', 'off'], default='auto',
                    help='auto: bf16 autocast where the CPU or GPU computes it natively; off: float32')
-    p.add_argument('--report', type=path_text, metavar='DIR', help='write report.md into DIR')
+    p.add_argument('--report', type=path_text, metavar='DIR', help='write report.md and report.png into DIR')
     return p
 
 
@@ -137,8 +137,9 @@ def plan(model, PATH, out=None, eval_only=False, num_epochs=1, report=None):
     given = 'the default --out' if out is None else '--out' if said('out', '').startswith('--') else 'out in main.py'
     out = out or os.path.join('outputs', f'{name_of(model) or type(model).__name__}_final.ckpt')
     outputs = [] if eval_only else [out] + [epoch_file(out, k) for k in range(20, num_epochs + 1, 20)]
+    example = "out = 'outputs/model.ckpt'" if given == 'out in main.py' else None
     for path in outputs:
-        paths.check_output(path, given, reading=[PATH])
+        paths.check_output(path, given, reading=[PATH], example=example)
     if report:
         from helpers import report as reports
         reports.check(report, others=outputs)

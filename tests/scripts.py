@@ -35,7 +35,7 @@ def in_process(script, *args, cwd=ROOT):
     out, err = io.StringIO(), io.StringIO()
     module = script[3:] if script.startswith('-m ') else None
     path = None if module else os.path.join(ROOT, script)
-    saved = sys.argv, sys.excepthook, signal.getsignal(signal.SIGINT), os.getcwd()
+    saved = sys.argv, sys.excepthook, signal.getsignal(signal.SIGINT), os.getcwd(), signal.getsignal(signal.SIGTERM)
     sys.argv = [path or module, *map(str, args)]
     code = 0
     try:
@@ -54,6 +54,7 @@ def in_process(script, *args, cwd=ROOT):
         sys.argv, sys.excepthook = saved[:2]
         signal.signal(signal.SIGINT, saved[2])
         os.chdir(saved[3])
+        signal.signal(signal.SIGTERM, saved[4])
     return SimpleNamespace(returncode=code or 0, stdout=out.getvalue(), stderr=err.getvalue())
 
 

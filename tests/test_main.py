@@ -61,6 +61,8 @@ def test_the_default_run_fine_tunes_saves_and_prints_the_accuracy_line(tiny, tmp
     ((PATH_LINE, "PATH = '.\\checkpoints\\resnet50_cifar10.ckpt'"),
      r"not found: '.*\\r.*a backslash in a Python string starts an escape"),
     ((MODEL, 'model = vgg16()\n'), r'is a ResNet50_layer4 checkpoint, and the model is VGG16: point PATH .*vgg16_'),
+    (('out = None ', "out = 'checkpoints/x.ckpt' "), r"^error: out in main\.py checkpoints/x\.ckpt: .*holds only the "
+                                                    r"shipped checkpoints .*; choose another, e\.g\. out = 'outputs/model\.ckpt'$"),
 ])
 def test_an_edited_setting_is_checked_like_its_flag_in_one_line(tmp_path, tiny, edit, says):
     one_line_error(main('--data', tiny, script=edited(tmp_path, edit)), says)

@@ -67,10 +67,11 @@ def restored(monkeypatch):
     """sys.stdout, sys.excepthook, the Ctrl-C handler and warnings as they were, after errors.install()."""
     for name in ('stdout', 'stderr', 'excepthook'):
         monkeypatch.setattr(sys, name, getattr(sys, name))
-    handler = signal.getsignal(signal.SIGINT)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     with warnings.catch_warnings():
         yield
-    signal.signal(signal.SIGINT, handler)
+    for s, handler in handlers.items():
+        signal.signal(s, handler)
 
 
 @pytest.mark.parametrize('argv', [['ipykernel_launcher.py', '-f', '/root/.local/share/jupyter/runtime/kernel-1.json'],
