@@ -104,24 +104,22 @@ def _same(a, b):
     same numbers alike), a Compose's in order."""
     def values(t):
         return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(t).items() if k != 'transforms'}
-    if type(a) is not type(b) or values(a) != values(b):
-        return False
-    inner = getattr(a, 'transforms', None), getattr(b, 'transforms', None)
-    return inner == (None, None) or len(inner[0]) == len(inner[1]) and all(map(_same, *inner))
+    inner = getattr(a, 'transforms', []), getattr(b, 'transforms', [])
+    return (type(a) is type(b) and values(a) == values(b) and len(inner[0]) == len(inner[1])
+            and all(map(_same, *inner)))
 
 
 def loader(given, train, device, seed=None, channels_last=False, plain=False):
     """main.py's DataLoader `given` as a data.TensorLoader (whole uint8 batches cropped, flipped and normalised in
-    one step each: the same batches for a seed, no per-image Python) where its dataset, transform and order are the
-    assignment's; else (or `plain`) `given` as written, said in one line, its image files checked first."""
+    one step each: the same batches for a seed) where its dataset, transform and order are the assignment's; else
+    (or `plain`) `given` as written, said in one line, its image files checked first."""
     from torch.utils.data import RandomSampler, SequentialSampler
     from torchvision.datasets import CIFAR10, DatasetFolder
     dataset, split = given.dataset, 'train' if train else 'test'
     ours = isinstance(dataset, (CIFAR10, DatasetFolder)) and given.batch_sampler is not None and type(
         given.sampler) is (RandomSampler if train else SequentialSampler)  # the handout's shuffle=True / False
     if ours and not plain and _same(dataset.transform, data.assignment_transform(train)):
-        return data.TensorLoader(*data.pixels(dataset), given.batch_size, train=train, device=device,
-                                 channels_last=channels_last, seed=seed)
+        return data.TensorLoader(*data.pixels(dataset), given.batch_size, train, device, channels_last, seed)
     if not plain:
         print(f"note: {f'transform_{split}' if ours else f'{split}_loader'} differs from the assignment's: using it "
               'as written, per image (slower)')

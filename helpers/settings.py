@@ -82,10 +82,6 @@ def parser():
 SAID = {}  # how the person gave each setting, for messages: '--device cuda', "device = 'cuda' at the top of main.py"
 
 
-def said(name, default):
-    """`name` (a SETTINGS key) as the person gave it, or `default` where neither main.py nor a flag set it."""
-    return SAID.get(name, default)
-
 
 def _read_settings(p, g):
     """The settings at the top of main.py (`g`), each read through its flag."""
@@ -134,7 +130,7 @@ def plan(model, PATH, out=None, eval_only=False, num_epochs=1, report=None):
     """(PATH, out) for the model main.py passes, after the one write rule has passed every file the run will
     write: the fine-tuned model (by default named after the network), every 20th epoch's and the report."""
     PATH = check_model(model, PATH)
-    given = 'the default --out' if out is None else '--out' if said('out', '').startswith('--') else 'out in main.py'
+    given = 'the default --out' if out is None else '--out' if SAID.get('out', '').startswith('--') else 'out in main.py'
     out = out or os.path.join('outputs', f'{name_of(model) or type(model).__name__}_final.ckpt')
     outputs = [] if eval_only else [out] + [epoch_file(out, k) for k in range(20, num_epochs + 1, 20)]
     example = "out = 'outputs/model.ckpt'" if given == 'out in main.py' else None
@@ -176,6 +172,6 @@ def apply(g, argv=None):
         g['PATH'] = args.checkpoint
     g.update(num_epochs=args.epochs, learning_rate=args.lr, batch_size=args.batch_size, data_dir=args.data,
              eval_only=args.eval_only, seed=args.seed, plain=args.plain, bf16=args.bf16, report=args.report,
-             out=args.out, device=devices.pick_device(args.device, said('device', '--device auto')))
+             out=args.out, device=devices.pick_device(args.device, SAID.get('device')))
     if 'model' in g and 'PATH' in g:  # the "Choose model" lines above: checked now, before any work
         plan(g['model'], g['PATH'], args.out, args.eval_only, args.epochs, args.report)

@@ -4,8 +4,6 @@ import os
 import re
 import shutil
 import struct
-import subprocess
-import sys
 import urllib.error
 import zlib
 
@@ -14,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT, accept_batches, make_image_folder, make_torchvision_layout
+from conftest import accept_batches, make_image_folder, make_torchvision_layout
 from helpers import data, fast_path
 from helpers.data import CLASSES, TensorLoader, decode, random_crop_flip
 
@@ -295,13 +293,6 @@ def test_download_only_into_an_existing_folder_where_nothing_is_recognized(tmp_p
     one_line(lambda: decode(root, 'train'), r'^error: no CIFAR-10 in .*data and it could not be downloaded \(\[Errno '
                                             rf'-3\] Temporary failure [^)]*\); {left}put CIFAR-10 there: .* folder')
     assert downloads == [str(root)]
-
-
-@pytest.mark.slow
-def test_the_image_folder_fast_path_does_not_import_torchvision(tmp_path):
-    code = (f'import sys; sys.path.insert(0, {ROOT!r}); from helpers import data; '
-            f'data.tensor_loaders({tiny(tmp_path)!r}, 10, "cpu"); assert "torchvision" not in sys.modules')
-    assert subprocess.run([sys.executable, '-c', code], capture_output=True, text=True).returncode == 0
 
 
 def test_batches_with_other_md5s_than_cifar10s_are_refused_until_the_tests_accept_them(tmp_path, monkeypatch):
