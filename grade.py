@@ -32,8 +32,7 @@ def hidden(name):  # macOS's ._* and .DS_Store, a zip's __MACOSX/, .git/: never 
 
 
 def found_in(path, label, root):
-    """(file, size, a call giving its bytes or why it is not read) for each checkpoint `path` is or holds; a zip is
-    read in memory, its member names only label rows and never become paths."""
+    """(file, size, a call giving its bytes or why not) for each checkpoint `path` is or holds (a zip: in memory)."""
     if not paths.inside(path, root):
         return [(label, 0, 'a link leading outside SUBMISSIONS; not followed')]
     if path.lower().endswith('.zip'):
@@ -44,13 +43,12 @@ def found_in(path, label, root):
             return [(label, 0, f'a damaged zip ({e})')]
         return [(f'{label}/{m.filename}', m.file_size, lambda m=m: zipfile.ZipFile(path).read(m)) for m in members
                 if m.filename.lower().endswith(paths.CHECKPOINT_SUFFIXES)]
-    suffix = path.lower().endswith(paths.CHECKPOINT_SUFFIXES)
-    return [(label, os.path.getsize(path), pathlib.Path(path).read_bytes)] if suffix else []
+    size = os.path.getsize(path) if os.path.exists(path) else 0  # a link to nothing: read() says so
+    return [(label, size, pathlib.Path(path).read_bytes)] if path.lower().endswith(paths.CHECKPOINT_SUFFIXES) else []
 
 
 def submissions(root):
-    """[(student, file, size, read)] for every checkpoint under `root`, a link to a folder judged, never entered; the
-    student is the top-level name up to a course site's `_<number>_`; an entry without a checkpoint is a row too."""
+    """[(student, file, size, read)] for each checkpoint, or top-level entry without one; folder links not entered."""
     items = []
     for top in sorted(n for n in os.listdir(root) if not hidden(n)):
         path, folder = os.path.join(root, top), os.path.isdir(os.path.join(root, top))
@@ -74,22 +72,22 @@ def weights(blob):
 
 def digest(state):
     """sha256 of the weights as graded (float32 values by name): a re-saved or re-wrapped copy has the same."""
-    h = hashlib.sha256()
-    for key in sorted(checkpoints.shapes(state)):
-        h.update(key.encode())
-        h.update(state[key].float().contiguous().numpy())
-    return h.hexdigest()
+    keys = sorted(checkpoints.shapes(state))
+    return hashlib.sha256(b''.join(k.encode() + state[k].float().numpy().tobytes() for k in keys)).hexdigest()
+
+
+def change_cosine(a, b, base):
+    """The mean over weight tensors (not BatchNorm's running statistics) of the cosine between the changes of state
+    dicts `a` and `b` from `base`, the shipped weights: each tensor counts alike, whatever its power-of-two scale."""
+    changes = [((a[k].double() - v.double()).flatten(), (b[k].double() - v.double()).flatten())
+               for k, v in base.items() if v.is_floating_point() and 'running_' not in k]
+    return sum(float(torch.nn.functional.cosine_similarity(x, y, dim=0)) for x, y in changes) / len(changes)
 
 
 def evaluate(model, loader, autocast):
     """Correct predictions over the test set, counted as main.py's test loop counts them."""
-    correct = 0
-    with torch.no_grad():
-        for images, labels in loader:
-            with autocast:
-                outputs = model(images)
-            correct += (torch.max(outputs.data, 1)[1] == labels).sum()
-    return int(correct)
+    with torch.no_grad(), autocast:
+        return int(sum((torch.max(model(images).data, 1)[1] == labels).sum() for images, labels in loader))
 
 
 def grade(item, run, done):
@@ -195,8 +193,8 @@ def main(argv=None):
     shipped = {digest(weights(pathlib.Path(paths.PROJECT, p).read_bytes())[1]) for p in checkpoints.PRETRAINED.values()}
     items, rows = submissions(root), []
     if rank == 0:
-        print(f'{len(items)} checkpoints in {paths.shown(root)}, on {device}, {devices.precision(autocast, device)}; '
-              f'{len(test[1])} test images from {args.data}; {len(done)} graded before in {out}')
+        print(f'{len(items)} checkpoints in {paths.shown(root)}, on {device}, {devices.precision(autocast, device)};'
+              f' {len(test[1])} test images from {args.data}; {len(done)} graded before in {out}')
     for first in progress(range(0, len(items), world), 'grading') if rank == 0 else range(0, len(items), world):
         batch = [grade(items[first + rank], run, done) if first + rank < len(items) else None] * world
         if world > 1:
