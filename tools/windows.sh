@@ -86,17 +86,17 @@ wpy() { timeout -k 20 "$TIMEOUT" "${WIN_ENV[@]}" wine "$W/py311/python.exe" "$@"
 # 3. PyTorch's win_amd64 wheels, fetched here, installed by pip under Wine (it fetches the rest).
 #    numpy 1.26: numpy 2 calls ucrtbase.crealf, a stub in Wine 8 ("Unimplemented function").
 VERSIONS="import sys, torch, torchvision, pytest; print('Windows Python', sys.version.split()[0], sys.platform, '| torch', torch.__version__, '| torchvision', torchvision.__version__)"
-if [ -f "$W/py311/.packages-$TORCH" ] && VERSION=$(wpy -c "$VERSIONS"); then :; else
+if [ -f "$W/py311/.packages-$TORCH-mpl" ] && VERSION=$(wpy -c "$VERSIONS"); then :; else
   mkdir -p "$W/wheels"
   host_pip download -q --only-binary=:all: --platform win_amd64 --python-version 3.11 --implementation cp \
       --no-deps -d "$W/wheels" torch==$TORCH torchvision==$TORCHVISION numpy==1.26.4 pillow tqdm colorama \
       >>"$SETUP_LOG" 2>&1 || skip "pip download of the win_amd64 wheels failed: $(tail -1 "$SETUP_LOG")"
   (cd "$W" && wpy -m pip install -q --disable-pip-version-check --no-warn-script-location \
       --find-links "$(winpath "$W/wheels")" torch==$TORCH torchvision==$TORCHVISION numpy==1.26.4 \
-      tqdm pillow pytest) >>"$SETUP_LOG" 2>&1 \
+      tqdm pillow matplotlib pytest) >>"$SETUP_LOG" 2>&1 \
     || skip "pip install under Wine failed: $(grep -v '^\s*$' "$SETUP_LOG" | tail -1)"
   VERSION=$(wpy -c "$VERSIONS") || { echo "$VERSION" >>"$SETUP_LOG"; skip "torch does not import under Wine: $(echo "$VERSION" | tail -1)"; }
-  touch "$W/py311/.packages-$TORCH"
+  touch "$W/py311/.packages-$TORCH-mpl"
 fi
 echo "windows stage: $(echo "$VERSION" | tail -1) (set up in $((SECONDS - START)) s)"
 
