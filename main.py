@@ -134,7 +134,7 @@ print(accuracy_line)
 if report:
     write_report(report, dict(
         model=run.name, checkpoint=run.checkpoint, checkpoint_sha256=run.checkpoint and sha256(run.checkpoint),
-        device=device, precision=run.precision, data_dir=data_dir, train_images=run.train_images, test_images=total,
-        epochs=0 if eval_only else num_epochs, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
+        device=device, precision=run.precision, data_dir=run.data_dir, train_images=run.train_images, test_images=total,
+        epochs=0 if eval_only else num_epochs, learning_rate=learning_rate, batch_size=run.batch_size, seed=seed,
         plain=plain, confusion=confusion.tolist(), train_seconds=train_seconds,
         test_seconds=time.perf_counter() - start, accuracy_line=accuracy_line))

@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import torch
 from PIL import Image
+from torchvision import datasets, transforms
 
 from helpers.errors import Mistake
 from helpers.paths import missing, shown
@@ -102,9 +103,8 @@ def _find(root):
             raise Mistake(f"no CIFAR-10 in {shown(root)}, which holds other files ({', '.join(others[:3])}"
                           f"{', ...' * (len(others) > 3)}): it is downloaded only into an empty folder, so give --data "
                           'an empty one, or ' + PUT.format(d=shown(root)))
-        import torchvision
         try:  # a partial archive left behind is torchvision's to download again: its MD5 is checked first
-            torchvision.datasets.CIFAR10(root, train=False, download=True)
+            datasets.CIFAR10(root, train=False, download=True)
         except Exception as e:  # noqa: BLE001 - no network, a proxy, a full disk, a bad archive: all one line
             archive = os.path.join(root, 'cifar-10-python.tar.gz')
             left = f'{shown(archive)} there is incomplete or damaged: delete it; ' * os.path.isfile(archive)
@@ -116,9 +116,8 @@ def _find(root):
 
 def _cifar10(root, train, transform=None):
     """torchvision's CIFAR10 at `root`, or one line when its MD5 check refuses a file."""
-    import torchvision
     try:
-        return torchvision.datasets.CIFAR10(root, train=train, transform=transform)
+        return datasets.CIFAR10(root, train=train, transform=transform)
     except RuntimeError:  # 'Dataset not found or corrupted'
         raise Mistake(f"{shown(os.path.join(root, BATCHES))} does not hold CIFAR-10's original files (one is missing, "
                       'damaged, or re-saved by another program); delete it and run again to download them') from None
@@ -184,30 +183,33 @@ def _read_all(paths, decode=True):
     return np.stack([pixels for pixels, _ in reads]) if decode else None
 
 
+class Split(datasets.ImageFolder):
+    """An image folder's split with CIFAR-10's classes and the images _samples finds (never walked again);
+    module-level, so that DataLoader workers on Windows and macOS can pickle it."""
+
+    def find_classes(self, directory):
+        return list(CLASSES), {c: i for i, c in enumerate(CLASSES)}
+
+    def make_dataset(self, directory, *args, **kwargs):
+        return _samples(os.path.dirname(directory), os.path.basename(directory))
+
+
+def _pil(path):
+    return Image.fromarray(_read_all([path])[0])
+
+
 def CIFAR10(root, train=True, transform=None):
     """CIFAR-10's training or test split at `root`, either layout, as a torchvision dataset that applies
     `transform` to each PIL image (main.py builds its loaders on these, as the handout builds them)."""
-    if _find(root) == 'torchvision':
-        dataset = _cifar10(root, train, transform)
-        dataset.data_dir = root
-        return dataset
-    from torchvision import datasets
     split = 'train' if train else 'test'
-
-    class Split(datasets.ImageFolder):  # CIFAR-10's classes and images as _samples finds them, never re-walked
-        def find_classes(self, directory):
-            return list(CLASSES), {c: i for i, c in enumerate(CLASSES)}
-
-        def make_dataset(self, *args, **kwargs):
-            return _samples(root, split)
-    dataset = Split(os.path.join(root, split), transform, loader=lambda path: Image.fromarray(_read_all([path])[0]))
+    dataset = _cifar10(root, train, transform) if _find(root) == 'torchvision' else \
+        Split(os.path.join(root, split), transform, loader=_pil)
     dataset.data_dir = root  # for the line main.py prints
     return dataset
 
 
 def assignment_transform(train):
     """The handout's transform_train (train=True) or transform_test, which main.py spells out."""
-    from torchvision import transforms
     augment = [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()] if train else []
     return transforms.Compose([*augment, transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
 

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from helpers import data
 from helpers.checkpoints import name_of
+from helpers.errors import Mistake
 from vgg16_full import VGG
 
 
@@ -105,8 +106,8 @@ def _same(a, b):
     def values(t):
         return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(t).items() if k != 'transforms'}
     inner = getattr(a, 'transforms', []), getattr(b, 'transforms', [])
-    return (type(a) is type(b) and values(a) == values(b) and len(inner[0]) == len(inner[1])
-            and all(map(_same, *inner)))
+    return (type(a) is type(b) and repr(values(a)) == repr(values(b)) and len(inner[0]) == len(inner[1])
+            and all(map(_same, *inner)))  # repr: numpy arrays and tensors compare too
 
 
 def loader(given, train, device, seed=None, channels_last=False, plain=False):
@@ -116,12 +117,18 @@ def loader(given, train, device, seed=None, channels_last=False, plain=False):
     from torch.utils.data import RandomSampler, SequentialSampler
     from torchvision.datasets import CIFAR10, DatasetFolder
     dataset, split = given.dataset, 'train' if train else 'test'
-    ours = isinstance(dataset, (CIFAR10, DatasetFolder)) and given.batch_sampler is not None and type(
-        given.sampler) is (RandomSampler if train else SequentialSampler)  # the handout's shuffle=True / False
+    ours = isinstance(dataset, (CIFAR10, DatasetFolder)) and given.batch_sampler is not None and not given.drop_last \
+        and type(given.sampler) is (RandomSampler if train else SequentialSampler)  # the handout's shuffle=True/False
     if ours and not plain and _same(dataset.transform, data.assignment_transform(train)):
         return data.TensorLoader(*data.pixels(dataset), given.batch_size, train, device, channels_last, seed)
     if not plain:
         print(f"note: {f'transform_{split}' if ours else f'{split}_loader'} differs from the assignment's: using it "
               'as written, per image (slower)')
     data.check_images(dataset)
+    try:  # one image through the transform as written: a mistake in its lines is said here, not in the loop
+        with torch.random.fork_rng():
+            given.collate_fn([dataset[0]])
+    except Exception as e:  # noqa: BLE001 - whatever a student's transform raises
+        raise Mistake(f"transform_{split} fails on an image ({type(e).__name__}: {str(e).strip()[:160]}); fix its "
+                      'lines (each transform in transforms.Compose([...]), ToTensor() before Normalize)') from None
     return given

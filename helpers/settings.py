@@ -79,6 +79,7 @@ def parser():
     return p
 
 
+CHOSEN = []  # [model, PATH] as --model or --checkpoint set them, which setup.prepare checks it is given
 SAID = {}  # how the person gave each setting, for messages: '--device cuda', "device = 'cuda' at the top of main.py"
 
 
@@ -170,6 +171,7 @@ def apply(g, argv=None):
         g['model'], g['PATH'] = MODELS[args.model](), PRETRAINED[args.model]
     if args.checkpoint:
         g['PATH'] = args.checkpoint
+    CHOSEN[:] = [args.model and g['model'], paths.expand(g['PATH'])] if args.model or args.checkpoint else []
     g.update(num_epochs=args.epochs, learning_rate=args.lr, batch_size=args.batch_size, data_dir=args.data,
              eval_only=args.eval_only, seed=args.seed, plain=args.plain, bf16=args.bf16, report=args.report,
              out=args.out, device=devices.pick_device(args.device, SAID.get('device')))

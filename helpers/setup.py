@@ -31,21 +31,25 @@ def prepare(model, PATH, train_loader, test_loader, device, out=None, seed=None,
         load(model, PATH)
     if name is None:
         check_outputs(model, title)
-    if not eval_only:
-        check_batch_size(model, train_loader.batch_size)
+    if settings.CHOSEN and (settings.CHOSEN[1] != PATH or settings.CHOSEN[0] not in (None, model)):
+        raise Mistake('main.py sets model or PATH again below settings.apply(globals()), which --model and '
+                      '--checkpoint replace: move those lines up under "Choose model", or leave out the flag')
+    where = getattr(test_loader.dataset, 'data_dir', None)
     autocast = devices.autocast(device, bf16=not plain and bf16 == 'auto')
     last = not plain and fast_path.channels_last(model, device)
     train_loader = None if eval_only else fast_path.loader(train_loader, True, device, seed, last, plain)
     test_loader = fast_path.loader(test_loader, False, device, seed, last, plain)
+    if not eval_only:
+        check_batch_size(model, train_loader)
     model = model.to(device) if plain else fast_path.prepare(model, device, bf16=isinstance(autocast, torch.autocast))
     train_images = len(train_loader.dataset) if train_loader else 0
     precision = devices.precision(autocast, device)
-    where = getattr(test_loader.dataset, 'data_dir', None)
     print(f'{name or title} from {PATH or "random weights"} on {device}, {precision}; {train_images} training and '
           f'{len(test_loader.dataset)} test images' + f' from {where}' * bool(where) + ' (plain pipeline)' * plain)
     return SimpleNamespace(model=model, train_loader=train_loader, test_loader=test_loader, autocast=autocast,
                            adam_options={} if plain else fast_path.adam_options(device), precision=precision,
-                           checkpoint=PATH, train_images=train_images, out=out, name=name or title)
+                           checkpoint=PATH, train_images=train_images, out=out, name=name or title, data_dir=where,
+                           batch_size=train_loader.batch_size if train_loader else test_loader.batch_size)
 
 
 def check_outputs(model, title):
@@ -64,11 +68,15 @@ def check_outputs(model, title):
                       'class: end the network with a layer of 10 outputs, e.g. nn.Linear(..., 10)')
 
 
-def check_batch_size(model, batch_size):
+def check_batch_size(model, loader):
     """BatchNorm trains on each batch's statistics: one image has none; huge ones overflow the scaled VGG16's."""
-    if batch_size < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+    batch_size, norm = loader.batch_size, any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    if norm and batch_size < 2:
         raise Mistake('--batch-size 1 cannot fine-tune a network with BatchNorm (the statistics of one image '
                       'replace what it learnt); use 2 or more, the assignment uses 100')
+    if norm and len(loader.dataset) % batch_size == 1 and not getattr(loader, 'drop_last', True):
+        raise Mistake(f'the last training batch would hold one image ({len(loader.dataset)} images, batch '
+                      f'{batch_size}), on which BatchNorm cannot train: use another batch size, or drop_last=True')
     limit = largest_safe_batch(model)
     if limit is not None and batch_size > limit:
         raise Mistake(f'--batch-size {batch_size} is too large for this checkpoint: its weights are scaled up (see '

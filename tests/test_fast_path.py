@@ -1,12 +1,17 @@
 """The fast path (helpers/fast_path.py) computes what the plain model computes."""
 import copy
+import pickle
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from torchvision import transforms as T
 
-from helpers import fast_path
+from conftest import make_image_folder
+from helpers import data, fast_path
 from helpers.checkpoints import MODELS
 
 CPU = torch.device('cpu')
@@ -57,3 +62,20 @@ def test_the_bf16_resnet_is_as_close_to_float32_as_onednns_own_bf16():
         with torch.autocast('cpu', dtype=torch.bfloat16):
             y, reference = fast(x).float(), onednn(x).float()
     assert (y - exact).abs().max() <= 2 * (reference - exact).abs().max() + 1e-3
+
+
+def test_a_loader_is_the_tensor_loader_only_as_the_handout_writes_it(tmp_path, capsys):
+    root = make_image_folder(tmp_path, train_per_class=1, test_per_class=1)
+
+    def loader(transform=data.assignment_transform(True), **options):
+        return fast_path.loader(DataLoader(data.CIFAR10(root, True, transform), 5, shuffle=True, **options), True, CPU)
+    assert isinstance(loader(), data.TensorLoader) and capsys.readouterr().out == ''
+    # Normalize with numpy arrays: compared without a traceback (and runs as written); drop_last is the student's
+    arrays = T.Compose([*data.assignment_transform(True).transforms[:3], T.Normalize(np.array(data.MEAN), data.STD)])
+    for options in ({'transform': arrays}, {'drop_last': True}):
+        given = loader(**options)
+        assert isinstance(given, DataLoader) and capsys.readouterr().out.startswith('note: ')
+    pickle.dumps(given.dataset)  # DataLoader workers on Windows and macOS pickle the dataset
+    with pytest.raises(SystemExit, match=r"transform_train fails on an image \(TypeError: 'list' object is not "
+                                         r"callable\); fix its lines \(each transform in transforms\.Compose"):
+        loader([T.ToTensor()])  # a list, not transforms.Compose([...]): said before the loop, not in it

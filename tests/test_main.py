@@ -41,6 +41,7 @@ def test_the_default_run_fine_tunes_saves_and_prints_the_accuracy_line(tiny, tmp
     assert ACCURACY.search(r.stdout) and r.stdout.strip().splitlines()[-1].startswith('Accuracy of the model')
     # the device auto picks here: the CPU in CI, cuda:0 on a GPU machine
     assert r.stdout.startswith(f'resnet50 from ./checkpoints/resnet50_cifar10.ckpt on {pick_device()}')
+    assert r.stdout.splitlines()[0].endswith(f'30 training and 20 test images from {tiny}')
     state = torch.load(tmp_path / 'new' / 'r.ckpt', weights_only=True)
     assert all(v.is_contiguous() and v.device.type == 'cpu' for v in state.values())
     assert not [n for n in os.listdir(tmp_path / 'new') if n != 'r.ckpt']  # no temporary file left
@@ -105,6 +106,7 @@ def test_dash_dash_model_takes_that_network_with_its_own_checkpoint_whatever_the
     (['--eval-only', '--lr', '0.1'], r'--lr does nothing with --eval-only'),
     (['--batch-size', '1'], r'--batch-size 1 cannot fine-tune a network with BatchNorm'),
     (['--model', 'vgg16', '--batch-size', '100000'], r'--batch-size 100000 is too large for this checkpoint'),
+    (['--plain', '--batch-size', '29'], r'the last training batch would hold one image \(30 images, batch 29\)'),
     (['--data', 'DIR/nowhere'], r'data folder not found: .*nowhere'),
     (['--checkpoint', 'DIR/r_epoch20.ckpt', '--out', 'DIR/r.ckpt', '--epochs', '20'], r'r_epoch20\.ckpt is the file'),
 ])
@@ -242,6 +244,8 @@ def test_the_network_trained_is_the_network_named_whatever_the_line_order(tiny, 
         tmp_path / 'rep' / 'report.md', encoding='utf-8').read()
     moved = edited(tmp_path, (MODEL + PATH_LINE, ''), ('settings.apply(globals())', 'settings.apply(globals())\n' + vgg))
     assert main('--data', tiny, '--eval-only', script=moved).stdout.startswith('vgg16 from ')
+    one_line_error(main('--data', tiny, '--model', 'resnet50', script=moved),  # a flag the lines below would undo
+                   r'main\.py sets model or PATH again below settings\.apply\(globals\(\)\), which --model')
     gone = edited(tmp_path, ('\nsettings.apply(globals())', '\n# settings.apply(globals())'),
                   ("data_dir = './data'", f'data_dir = {tiny!r}'))  # without the line, flags are not read
     one_line_error(main(script=gone), r"main\.py's line settings\.apply\(globals\(\)\) is missing")
