@@ -2,7 +2,6 @@
 python grade.py SUBMISSIONS [--data DIR] [--out grades.csv], or torchrun --nproc-per-node N grade.py ..."""
 import argparse
 import collections
-import contextlib
 import csv
 import hashlib
 import io
@@ -25,6 +24,7 @@ COLUMNS = 'student file model accuracy flags note correct total sha256 precision
 HEADER = ('\ufeff' + ','.join(COLUMNS)).encode()  # how our table begins: UTF-8 with a BOM, so Excel shows Hangul
 BARS = {'resnet50': 80, 'vgg16': 85}  # the course's bars, in %
 LIMIT = 1 << 30  # a file or zip member over 1 GB is not read
+NEAR = {'ResNet50_layer4': 0.75}  # a change cosine from here up is a near copy (docs/grading.md); VGG16: not measured
 
 
 def hidden(name):  # macOS's ._* and .DS_Store, a zip's __MACOSX/, .git/: never a submission
@@ -76,12 +76,13 @@ def digest(state):
     return hashlib.sha256(b''.join(k.encode() + state[k].float().numpy().tobytes() for k in keys)).hexdigest()
 
 
-def change_cosine(a, b, base):
-    """The mean over weight tensors (not BatchNorm's running statistics) of the cosine between the changes of state
-    dicts `a` and `b` from `base`, the shipped weights: each tensor counts alike, whatever its power-of-two scale."""
-    changes = [((a[k].double() - v.double()).flatten(), (b[k].double() - v.double()).flatten())
-               for k, v in base.items() if v.is_floating_point() and 'running_' not in k]
-    return sum(float(torch.nn.functional.cosine_similarity(x, y, dim=0)) for x, y in changes) / len(changes)
+def change(state, base):
+    """`state`'s change from the shipped `base`: ~1,000 evenly spaced values of each weight tensor (not BatchNorm's
+    statistics) at length 1, so that two changes' dot product is the mean cosine of their tensors (docs/grading.md)."""
+    step = {k: max(1, v.numel() // 1000) for k, v in base.items() if v.is_floating_point() and 'running' not in k}
+    parts = [torch.nn.functional.normalize((state[k].double() - base[k].double()).flatten()[::n], dim=0)
+             for k, n in step.items()]
+    return torch.cat(parts).float() / max(sum(bool(p.any()) for p in parts), 1) ** 0.5
 
 
 def evaluate(model, loader, autocast):
@@ -100,7 +101,7 @@ def grade(item, run, done):
         blob = read()
         model_name, state = weights(blob)
         row.update(model=TITLES[model_name], sha256=hashlib.sha256(blob).hexdigest())
-        named = [n for n in MODELS if n.rstrip('0123456789') in label.rsplit('/', 1)[-1].lower()]
+        named = [n for n in MODELS if n.rstrip('0123456789') in label.rsplit('/', 1)[-1].lower()]  # resnet, vgg
         if named and model_name not in named:
             row['note'] = f'named {named[0]} but holds {TITLES[model_name]} weights'
         if model_name not in run.models:
@@ -110,6 +111,7 @@ def grade(item, run, done):
         model, loader = run.models[model_name]
         checkpoints.load(model, 'it', [state])  # or a Mistake: NaN, infinity
         row['_digest'] = digest(state)
+        row['_change'] = change(state, run.shipped[model_name]) if model_name in run.shipped else torch.zeros(0)
         if earlier := done.get((label, row['sha256'], run.precision)):
             return row | {k: earlier[k] for k in ('accuracy', 'correct', 'total', 'precision', 'seconds')}
         correct, total = evaluate(model, loader, run.autocast), len(run.test[1])
@@ -126,9 +128,11 @@ def write(path, rows, shipped):
         same[r.get('_digest')].add(r['student'])
     for r in (r for r in rows if '_digest' in r):  # else an earlier run's row not reached yet: as it was
         others = sorted(same[r['_digest']] - {r['student']}) if r['_digest'] else []
+        near = sorted(r['_near'] - {r['student'], *others})
         r['flags'] = '; '.join(filter(None, [f'one of {count[r["student"]]} files' * (count[r['student']] > 1),
                                              'shipped' if r['_digest'] in shipped else
-                                             'same as ' + ', '.join(others) if others else '']))
+                                             'same as ' + ', '.join(others) if others else '',
+                                             'near copy of ' + ', '.join(near) if near else '']))
     text = io.StringIO(newline='')
     csv.DictWriter(text, COLUMNS, extrasaction='ignore').writerows([dict(zip(COLUMNS, COLUMNS)), *rows])
     paths.write_atomic(path, lambda f: f.write(text.getvalue().encode('utf-8-sig')))
@@ -137,8 +141,7 @@ def write(path, rows, shipped):
 def draw(rows, path):
     """The accuracies of the class as a histogram, each model's bar marked."""
     from matplotlib.figure import Figure
-    figure = Figure(figsize=(8, 4.5), dpi=120)
-    ax = figure.subplots()
+    ax = Figure(figsize=(8, 4.5), dpi=120).subplots()
     for (name, title), color in zip(TITLES.items(), ('tab:blue', 'tab:orange')):
         marks = [float(r['accuracy']) for r in rows if r['model'] == title and r['accuracy']]
         ax.hist(marks, bins=200, range=(0, 100), histtype='stepfilled', color=color, alpha=0.6,
@@ -146,7 +149,7 @@ def draw(rows, path):
         ax.axvline(BARS[name], color=color, linestyle='--', label=f"{title}'s bar, {BARS[name]} %")
     ax.set(xlabel='test accuracy (%)', ylabel='checkpoints', title='Test accuracy of the class')
     ax.legend(loc='upper left')
-    paths.write_atomic(path, lambda f: figure.savefig(f, format='png'))
+    paths.write_atomic(path, lambda f: ax.figure.savefig(f, format='png'))
 
 
 def show(rows):
@@ -190,7 +193,9 @@ def main(argv=None):
     with open(out if os.path.isfile(out) else os.devnull, encoding='utf-8-sig', newline='') as f:
         old = list(csv.DictReader(f))
     done = {(r['file'], r['sha256'], r['precision']): r for r in old if r['accuracy']}
-    shipped = {digest(weights(pathlib.Path(paths.PROJECT, p).read_bytes())[1]) for p in checkpoints.PRETRAINED.values()}
+    run.shipped = {name: weights(pathlib.Path(paths.PROJECT, path).read_bytes())[1]
+                   for name, path in checkpoints.PRETRAINED.items()}
+    shipped = {digest(state) for state in run.shipped.values()}
     items, rows = submissions(root), []
     if rank == 0:
         print(f'{len(items)} checkpoints in {paths.shown(root)}, on {device}, {devices.precision(autocast, device)};'
@@ -199,10 +204,15 @@ def main(argv=None):
         batch = [grade(items[first + rank], run, done) if first + rank < len(items) else None] * world
         if world > 1:
             torch.distributed.all_gather_object(batch, batch[0])
-        rows += [r for r in batch if r]
-        if rank == 0:  # after every row, said once at the end: interrupted, the table keeps what was graded
-            with contextlib.redirect_stderr(io.StringIO()):  # and the earlier rows not reached yet
-                write(out, rows + [r for r in old if r['file'] not in {row['file'] for row in rows}], shipped)
+        for row in filter(None, batch):  # a near copy: a change close to an earlier row's, of the same model
+            row['_near'] = set()
+            for other in (o for o in rows if o['model'] == row['model'] and o['_digest'] and row['_digest']):
+                if float(row['_change'] @ other['_change']) >= NEAR.get(row['model'], 2):  # 2: never
+                    row['_near'].add(other['student'])
+                    other['_near'].add(row['student'])
+            rows.append(row)
+        if rank == 0:  # after every row: interrupted, the table keeps what was graded and the rows not reached yet
+            write(out, rows + [r for r in old if r['file'] not in {row['file'] for row in rows}], shipped)
     if rank == 0:
         write(out, rows, shipped)
         draw(rows, picture)
