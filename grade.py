@@ -1,5 +1,4 @@
-"""Grade a class by test accuracy: every checkpoint handed in, one table, no student code run (docs/grading.md):
-python grade.py SUBMISSIONS [--data DIR] [--out grades.csv], or torchrun --nproc-per-node N grade.py ..."""
+"""Grade a class by test accuracy: every checkpoint handed in, one table, no student code run (docs/grading.md)."""
 import argparse
 import collections
 import csv
@@ -27,38 +26,28 @@ LIMIT = 1 << 30  # a file or zip member over 1 GB is not read
 NEAR = {'ResNet50_layer4': 0.75}  # a change cosine from here up is a near copy (docs/grading.md); VGG16: not measured
 
 
-def hidden(name):  # macOS's ._* and .DS_Store, a zip's __MACOSX/, .git/: never a submission
-    return any(part.startswith(data.HIDDEN) for part in name.split('/'))
-
-
-def found_in(path, label, root):
-    """(file, size, a call giving its bytes or why not) for each checkpoint `path` is or holds (a zip: in memory)."""
-    if not paths.inside(path, root):
-        return [(label, 0, 'a link leading outside SUBMISSIONS; not followed')]
-    if path.lower().endswith('.zip'):
-        try:
-            with zipfile.ZipFile(path) as z:
-                members = sorted(z.infolist(), key=lambda m: m.filename)
-        except (zipfile.BadZipFile, OSError) as e:
-            return [(label, 0, f'a damaged zip ({e})')]
-        return [(f'{label}/{m.filename}', m.file_size, lambda m=m: zipfile.ZipFile(path).read(m)) for m in members
-                if m.filename.lower().endswith(paths.CHECKPOINT_SUFFIXES)]
-    size = os.path.getsize(path) if os.path.exists(path) else 0  # a link to nothing: read() says so
-    return [(label, size, pathlib.Path(path).read_bytes)] if path.lower().endswith(paths.CHECKPOINT_SUFFIXES) else []
-
-
 def submissions(root):
-    """[(student, file, size, read)] for each checkpoint, or top-level entry without one; folder links not entered."""
+    """[(student, file, size, a call reading it or why not)] per checkpoint (a zip's: in memory) or empty entry."""
     items = []
-    for top in sorted(n for n in os.listdir(root) if not hidden(n)):
-        path, folder = os.path.join(root, top), os.path.isdir(os.path.join(root, top))
-        walk = sorted(os.walk(path)) if folder and not os.path.islink(path) else [('', [], [path])]
-        rows = [row for d, dirs, names in walk for n in sorted(names + [x for x in dirs if os.path.islink(
-            os.path.join(d, x))]) for row in found_in(os.path.join(d, n), os.path.relpath(os.path.join(d, n), root)
-                                                      .replace(os.sep, '/'), root) if not hidden(row[0])]
-        name = unicodedata.normalize('NFC', top if folder else os.path.splitext(top)[0])  # Hangul typed on a Mac too
-        items += [(re.split(r'_\d+_', name)[0] or name, *row)
-                  for row in rows or [(top, 0, 'no checkpoint (.ckpt, .pt, .pth, .tar) in it')]]
+    for top in sorted(os.listdir(root)):
+        path, rows = os.path.join(root, top), []
+        walk = sorted(os.walk(path)) if os.path.isdir(path) and not os.path.islink(path) else [('', [], [path])]
+        for file in (os.path.join(folder, name) for folder, _, names in walk for name in sorted(names)):
+            label, suffix = os.path.relpath(file, root).replace(os.sep, '/'), file.lower().endswith
+            if not paths.inside(file, root):
+                rows.append((label, 0, 'a link leading outside SUBMISSIONS; not followed'))
+            elif suffix('.zip'):
+                try:
+                    with zipfile.ZipFile(file) as z:
+                        rows += [(f'{label}/{m.filename}', m.file_size, lambda m=m, z=file: zipfile.ZipFile(z).read(m))
+                                 for m in z.infolist() if m.filename.lower().endswith(paths.CHECKPOINT_SUFFIXES)]
+                except (zipfile.BadZipFile, OSError) as e:
+                    rows.append((label, 0, f'a damaged zip ({e})'))
+            elif suffix(paths.CHECKPOINT_SUFFIXES):  # a link to nothing: read() says so
+                rows.append((label, os.path.exists(file) and os.path.getsize(file), pathlib.Path(file).read_bytes))
+        name = unicodedata.normalize('NFC', top if os.path.isdir(path) else os.path.splitext(top)[0])  # a Mac's too
+        items += [(re.split(r'_\d+_', name)[0] or name, *row) for row in rows or [(top, 0, 'no checkpoint in it')]
+                  if not any(part.startswith(data.HIDDEN) for part in row[0].split('/'))]  # ._*, __MACOSX/, .git/
     return items
 
 
@@ -72,38 +61,33 @@ def weights(blob):
 
 def digest(state):
     """sha256 of the weights as graded (float32 values by name): a re-saved or re-wrapped copy has the same."""
-    keys = sorted(checkpoints.shapes(state))
-    return hashlib.sha256(b''.join(k.encode() + state[k].float().numpy().tobytes() for k in keys)).hexdigest()
+    keys = sorted(checkpoints.shapes(state))  # not num_batches_tracked, a counter
+    return hashlib.sha256(b''.join(k.encode() + state[k].float().numpy().tobytes() for k in keys)).digest()
 
 
 def change(state, base):
-    """`state`'s change from the shipped `base`: ~1,000 evenly spaced values of each weight tensor (not BatchNorm's
-    statistics) at length 1, so that two changes' dot product is the mean cosine of their tensors (docs/grading.md)."""
+    """~1,000 values of each weight tensor's change from `base`, at length 1: a dot product is the mean cosine."""
     step = {k: max(1, v.numel() // 1000) for k, v in base.items() if v.is_floating_point() and 'running' not in k}
     parts = [torch.nn.functional.normalize((state[k].double() - base[k].double()).flatten()[::n], dim=0)
              for k, n in step.items()]
     return torch.cat(parts).float() / max(sum(bool(p.any()) for p in parts), 1) ** 0.5
 
 
-def evaluate(model, loader, autocast):
-    """Correct predictions over the test set, counted as main.py's test loop counts them."""
+def evaluate(model, loader, autocast):  # correct predictions, counted as main.py's test loop counts them
     with torch.no_grad(), autocast:
         return int(sum((torch.max(model(images).data, 1)[1] == labels).sum() for images, labels in loader))
 
 
-def grade(item, run, done):
-    """One row: the checkpoint `item` read, identified and tested (or as `done` has it), or a note saying why not."""
-    name, label, size, read = item
-    row, start = dict.fromkeys(COLUMNS, '') | {'student': name, 'file': label, '_digest': ''}, time.perf_counter()
+def grade(name, label, size, read, run, done):
+    """One row: a checkpoint read, identified and tested (or as `done` has it), or a note saying why not."""
+    row, start = dict.fromkeys(COLUMNS, '') | {'student': name, 'file': label, '_near': set()}, time.perf_counter()
     try:
         if isinstance(read, str) or size > LIMIT:
             raise Mistake(read if isinstance(read, str) else f'{size / 2 ** 30:.1f} GB, over the 1 GB limit; not read')
-        blob = read()
-        model_name, state = weights(blob)
+        model_name, state = weights(blob := read())
         row.update(model=TITLES[model_name], sha256=hashlib.sha256(blob).hexdigest())
-        named = [n for n in MODELS if n.rstrip('0123456789') in label.rsplit('/', 1)[-1].lower()]  # resnet, vgg
-        if named and model_name not in named:
-            row['note'] = f'named {named[0]} but holds {TITLES[model_name]} weights'
+        named = [n for n in MODELS if n.rstrip('0123456789') in label.rsplit('/', 1)[-1].lower()] or [model_name]
+        row['note'] = '' if model_name in named else f'named {named[0]} but holds {TITLES[model_name]} weights'
         if model_name not in run.models:
             model = fast_path.prepare(MODELS[model_name](), run.device, bf16=run.bf16).eval()
             run.models[model_name] = model, data.TensorLoader(*run.test, 100, device=run.device,
@@ -126,11 +110,11 @@ def write(path, rows, shipped):
     count, same = collections.Counter(r['student'] for r in rows), collections.defaultdict(set)
     for r in rows:
         same[r.get('_digest')].add(r['student'])
-    for r in (r for r in rows if '_digest' in r):  # else an earlier run's row not reached yet: as it was
-        others = sorted(same[r['_digest']] - {r['student']}) if r['_digest'] else []
+    for r in (r for r in rows if '_near' in r):  # else an earlier run's row not reached yet: as it was
+        others = sorted(same[r['_digest']] - {r['student']}) if r.get('_digest') else []
         near = sorted(r['_near'] - {r['student'], *others})
         r['flags'] = '; '.join(filter(None, [f'one of {count[r["student"]]} files' * (count[r['student']] > 1),
-                                             'shipped' if r['_digest'] in shipped else
+                                             'shipped' if r.get('_digest') in shipped else
                                              'same as ' + ', '.join(others) if others else '',
                                              'near copy of ' + ', '.join(near) if near else '']))
     text = io.StringIO(newline='')
@@ -139,30 +123,27 @@ def write(path, rows, shipped):
 
 
 def draw(rows, path):
-    """The accuracies of the class as a histogram, each model's bar marked."""
     from matplotlib.figure import Figure
     ax = Figure(figsize=(8, 4.5), dpi=120).subplots()
     for (name, title), color in zip(TITLES.items(), ('tab:blue', 'tab:orange')):
-        marks = [float(r['accuracy']) for r in rows if r['model'] == title and r['accuracy']]
-        ax.hist(marks, bins=200, range=(0, 100), histtype='stepfilled', color=color, alpha=0.6,
-                label=f'{title}: {len(marks)}')
+        acc = [float(r['accuracy']) for r in rows if r['model'] == title and r['accuracy']]
+        ax.hist(acc, 200, range=(0, 100), histtype='stepfilled', color=color, alpha=0.6, label=f'{title}: {len(acc)}')
         ax.axvline(BARS[name], color=color, linestyle='--', label=f"{title}'s bar, {BARS[name]} %")
     ax.set(xlabel='test accuracy (%)', ylabel='checkpoints', title='Test accuracy of the class')
     ax.legend(loc='upper left')
     paths.write_atomic(path, lambda f: ax.figure.savefig(f, format='png'))
 
 
-def show(rows):
-    def width(text):  # in a terminal's columns: Hangul and other wide characters take two
-        return sum(1 + (unicodedata.east_asian_width(c) in 'WF') for c in text)
+def show(rows):  # in a terminal, Hangul and other wide characters take two columns
     cells = [COLUMNS[:6]] + [[str(r[c]) for c in COLUMNS[:6]] for r in rows]
-    widths = [max(map(width, column)) for column in zip(*cells)]
+    width = {c: sum(1 + (unicodedata.east_asian_width(x) in 'WF') for x in c) for line in cells for c in line}
+    widths = [max(width[c] for c in column) for column in zip(*cells)]
     for line in cells:
-        print('  '.join(c + ' ' * (w - width(c)) for c, w in zip(line, widths)).rstrip())
+        print('  '.join(c + ' ' * (w - width[c]) for c, w in zip(line, widths)).rstrip())
 
 
 def main(argv=None):
-    p = Parser(prog='python grade.py', description=__doc__.split(':')[0])
+    p = Parser(prog='python grade.py', description=__doc__.split(' (')[0])
     p.add_argument('submissions', type=path_text, metavar='SUBMISSIONS', help="a course site's download of the class")
     p.add_argument('--data', type=path_text, metavar='DIR', default='./data', help="as main.py's: its test split")
     p.add_argument('--out', type=path_text, metavar='PATH', default='grades.csv', help='the table; PATH.png beside it')
@@ -174,8 +155,7 @@ def main(argv=None):
         raise Mistake(f"{paths.shown(root)} is a file; unpack it (a course site's zip?) and give its folder") \
             if os.path.exists(root) else paths.missing(root, 'submissions folder', 'give the folder of the class')
     if paths.inside(out, root):
-        raise Mistake(f'--out {paths.shown(out)} is inside {paths.shown(root)}, where nothing is written; choose '
-                      'another --out, e.g. --out grades.csv')
+        raise Mistake(f'--out {paths.shown(out)} is inside SUBMISSIONS, where nothing is written; choose another --out')
     paths.check_output(out, '--out', suffixes=('.csv',), begins=(HEADER,), example='--out grades.csv')
     paths.check_output(picture, "--out's picture", suffixes=('.png',), begins=(b'\x89PNG',), example='--out grades.csv')
     rank, world = int(os.environ.get('RANK', 0)), int(os.environ.get('WORLD_SIZE', 1))
@@ -187,29 +167,23 @@ def main(argv=None):
     test, autocast = data.decode(args.data, 'test'), devices.autocast(device, bf16=args.bf16)
     # the test data is known by its decoded pixels and labels: the same images grade alike wherever they lie
     test_sum = hashlib.sha256(test[0].numpy().tobytes() + test[1].numpy().tobytes()).hexdigest()[:16]
-    run = argparse.Namespace(device=device, test=test, autocast=autocast, models={},
-                             bf16=isinstance(autocast, torch.autocast))
-    run.precision = f"{'bf16' if run.bf16 else 'float32'}, test data {test_sum}"
-    with open(out if os.path.isfile(out) else os.devnull, encoding='utf-8-sig', newline='') as f:
-        old = list(csv.DictReader(f))
-    done = {(r['file'], r['sha256'], r['precision']): r for r in old if r['accuracy']}
+    run = argparse.Namespace(device=device, test=test, autocast=autocast, bf16=isinstance(autocast, torch.autocast))
+    run.models, run.precision = {}, f"{'bf16' if run.bf16 else 'float32'}, test data {test_sum}"
     run.shipped = {name: weights(pathlib.Path(paths.PROJECT, path).read_bytes())[1]
                    for name, path in checkpoints.PRETRAINED.items()}
     shipped = {digest(state) for state in run.shipped.values()}
+    old = list(csv.DictReader(io.StringIO(pathlib.Path(out).read_text('utf-8-sig') if os.path.isfile(out) else '')))
+    done = {(r['file'], r['sha256'], r['precision']): r for r in old if r['accuracy']}
     items, rows = submissions(root), []
-    if rank == 0:
-        print(f'{len(items)} checkpoints in {paths.shown(root)}, on {device}, {devices.precision(autocast, device)};'
-              f' {len(test[1])} test images from {args.data}; {len(done)} graded before in {out}')
-    for first in progress(range(0, len(items), world), 'grading') if rank == 0 else range(0, len(items), world):
-        batch = [grade(items[first + rank], run, done) if first + rank < len(items) else None] * world
+    firsts = range(0, len(items), world)  # each process grades every world-th row
+    for first in progress(firsts, f'grading on {device}') if rank == 0 else firsts:
+        batch = [grade(*items[first + rank], run, done) if first + rank < len(items) else None] * world
         if world > 1:
             torch.distributed.all_gather_object(batch, batch[0])
-        for row in filter(None, batch):  # a near copy: a change close to an earlier row's, of the same model
-            row['_near'] = set()
-            for other in (o for o in rows if o['model'] == row['model'] and o['_digest'] and row['_digest']):
+        for row in filter(None, batch):  # near copies: its change against each earlier row's of the model
+            for other in (o for o in rows if o['model'] == row['model'] and o.get('_digest') and row.get('_digest')):
                 if float(row['_change'] @ other['_change']) >= NEAR.get(row['model'], 2):  # 2: never
-                    row['_near'].add(other['student'])
-                    other['_near'].add(row['student'])
+                    row['_near'], other['_near'] = row['_near'] | {other['student']}, other['_near'] | {row['student']}
             rows.append(row)
         if rank == 0:  # after every row: interrupted, the table keeps what was graded and the rows not reached yet
             write(out, rows + [r for r in old if r['file'] not in {row['file'] for row in rows}], shipped)
@@ -218,8 +192,6 @@ def main(argv=None):
         draw(rows, picture)
         show(rows)
         print(f'Wrote {out} and {picture}')
-    if world > 1:
-        torch.distributed.destroy_process_group()
 
 
 if __name__ == '__main__':
