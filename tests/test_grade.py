@@ -240,4 +240,4 @@ def test_torchrun_with_two_processes_writes_the_table_of_one(tmp_path, tiny_data
     assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
     rows = [[{k: v for k, v in r.items() if k != 'seconds'} for r in read(tmp_path / f)] for f in ('one.csv',
                                                                                                    'two.csv')]
-    assert rows[0] == rows[1] and len(rows[0]) == 18 and two.stdout.count('Wrote') == 1
+    assert rows[0] == rows[1] and len(rows[0]) == 19 and two.stdout.count('Wrote') == 1
