@@ -62,13 +62,13 @@ def weights(blob):
 def digest(state):
     """sha256 of the weights as graded (float32 values by name): a re-saved or re-wrapped copy has the same."""
     keys = sorted(checkpoints.shapes(state))  # not num_batches_tracked, a counter
-    return hashlib.sha256(b''.join(k.encode() + state[k].float().numpy().tobytes() for k in keys)).digest()
+    return hashlib.sha256(torch.cat([state[k].float().flatten() for k in keys]).numpy()).digest()
 
 
 def change(state, base):
     """~1,000 values of each weight tensor's change from `base`, at length 1: a dot product is the mean cosine."""
     step = {k: max(1, v.numel() // 1000) for k, v in base.items() if v.is_floating_point() and 'running' not in k}
-    parts = [torch.nn.functional.normalize((state[k].double() - base[k].double()).flatten()[::n], dim=0)
+    parts = [torch.nn.functional.normalize(state[k].flatten()[::n].double() - base[k].flatten()[::n].double(), dim=0)
              for k, n in step.items()]
     return torch.cat(parts).float() / max(sum(bool(p.any()) for p in parts), 1) ** 0.5
 
@@ -95,7 +95,7 @@ def grade(name, label, size, read, run, done):
         model, loader = run.models[model_name]
         checkpoints.load(model, 'it', [state])  # or a Mistake: NaN, infinity
         row['_digest'] = digest(state)
-        row['_change'] = change(state, run.shipped[model_name]) if model_name in run.shipped else torch.zeros(0)
+        row['_change'] = change(state, run.shipped[model_name]) if TITLES[model_name] in NEAR else torch.zeros(0)
         if earlier := done.get((label, row['sha256'], run.precision)):
             return row | {k: earlier[k] for k in ('accuracy', 'correct', 'total', 'precision', 'seconds')}
         correct, total = evaluate(model, loader, run.autocast), len(run.test[1])

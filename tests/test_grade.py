@@ -67,7 +67,7 @@ def make_class(root, shipped):
     torch.manual_seed(0)
     base = torch.load(shipped['resnet50'])
     moved = {k: v + v.float().std() / 8 * torch.randn(v.shape) if v.is_floating_point() else v for k, v in base.items()}
-    save(moved, 'kim_12345_67890_resnet50_final.ckpt')  # "fine-tuned": each weight moved, in float16 as shipped
+    save(moved, 'kim_12345_67890_resnet50_final.ckpt')  # "fine-tuned": each weight moved, in float32
     save({k: v + (v - base[k]) / 4 * torch.randn(v.shape) if v.is_floating_point() else v for k, v in moved.items()},
          'ahn_1_2_resnet50_final.ckpt')  # kim's, moved on by a quarter of kim's change: a near copy
     folder = 'Kim Minji_123_assignsubmission_file_/outputs/'
@@ -115,7 +115,8 @@ def test_every_file_of_the_class_is_a_row_and_nothing_inside_changes(graded):
     root, rows, stdout, before, after = graded
     assert before == after and not (root.parent / 'MARKER').exists()
     assert sorted(rows) == sorted([
-        'kim_12345_67890_resnet50_final.ckpt', 'ahn_1_2_resnet50_final.ckpt', 'Kim Minji_123_assignsubmission_file_/outputs/vgg16_epoch20.ckpt',
+        'kim_12345_67890_resnet50_final.ckpt', 'ahn_1_2_resnet50_final.ckpt',
+        'Kim Minji_123_assignsubmission_file_/outputs/vgg16_epoch20.ckpt',
         'Kim Minji_123_assignsubmission_file_/outputs/vgg16_final.ckpt',
         '김민지_2023_vgg16.zip/project/outputs/vgg16_final.ckpt', 'lee_1_2_vgg16.pth', 'jung_1_2_vgg16.ckpt',
         'park_1_2_vgg16.ckpt', 'choi_1_2_vgg16.pt', 'han_1_2_vgg16.ckpt', 'yoon_1_2_model.pt', 'kang_1_2_notes.pt',
