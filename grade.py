@@ -47,7 +47,7 @@ def submissions(root):
                 rows.append((label, os.path.exists(file) and os.path.getsize(file), pathlib.Path(file).read_bytes))
         name = unicodedata.normalize('NFC', top if os.path.isdir(path) else os.path.splitext(top)[0])  # a Mac's too
         items += [(re.split(r'_\d+_', name)[0] or name, *row) for row in rows or [(top, 0, 'no checkpoint in it')]
-                  if not any(part.startswith(data.HIDDEN) for part in row[0].split('/'))]  # ._*, __MACOSX/, .git/
+                  if not any(p.startswith(data.HIDDEN) and p.strip('.') for p in row[0].split('/'))]  # '..' is shown
     return items
 
 

@@ -94,6 +94,9 @@ def make_class(root, shipped):
     os.makedirs(root / 'Oh Empty_5_assignsubmission_file_')
     with zipfile.ZipFile(root / 'seo.zip', 'w') as z:
         z.writestr('seo/main.py', 'import os\n')
+    with zipfile.ZipFile(root / 'gang.zip', 'w') as z:  # member names that would write outside if used as paths
+        z.writestr('../../gang_vgg16.ckpt', b'not a checkpoint')
+        z.writestr('/tmp/gang_vgg16.pt', b'not a checkpoint')
     with open(root / 'big_1_2_vgg16.ckpt', 'wb') as f:
         f.truncate(grade.LIMIT + 1)  # sparse: nothing is written
     return root
@@ -121,7 +124,9 @@ def test_every_file_of_the_class_is_a_row_and_nothing_inside_changes(graded):
         '김민지_2023_vgg16.zip/project/outputs/vgg16_final.ckpt', 'lee_1_2_vgg16.pth', 'jung_1_2_vgg16.ckpt',
         'park_1_2_vgg16.ckpt', 'choi_1_2_vgg16.pt', 'han_1_2_vgg16.ckpt', 'yoon_1_2_model.pt', 'kang_1_2_notes.pt',
         'cho_1_2_resnet50_final.ckpt', 'lim_1_2_vgg16.ckpt', 'song_1_2_vgg16.ckpt', 'kwon_1_2_mine.pth',
-        'Oh Empty_5_assignsubmission_file_', 'seo.zip', 'big_1_2_vgg16.ckpt'])
+        'Oh Empty_5_assignsubmission_file_', 'seo.zip', 'big_1_2_vgg16.ckpt', 'gang.zip/../../gang_vgg16.ckpt',
+        'gang.zip//tmp/gang_vgg16.pt'])
+    assert not any(os.path.exists(p) for p in ('/tmp/gang_vgg16.pt', root.parent.parent / 'gang_vgg16.ckpt'))
     assert rows['김민지_2023_vgg16.zip/project/outputs/vgg16_final.ckpt']['student'] == '김민지'
     assert '김민지' in stdout and 'Kim Minji' in stdout
 
@@ -146,6 +151,7 @@ def test_every_file_of_the_class_is_a_row_and_nothing_inside_changes(graded):
     ('Oh Empty_5_assignsubmission_file_', 'Oh Empty', '', '', 'no checkpoint'),
     ('seo.zip', 'seo', '', '', 'no checkpoint'),
     ('big_1_2_vgg16.ckpt', 'big', '', '', 'over the 1 GB'),
+    ('gang.zip/../../gang_vgg16.ckpt', 'gang', '', 'one of 2 files', 'not a PyTorch checkpoint'),
 ])
 def test_each_submission_gets_its_student_model_flags_and_note(graded, file, student, model, flags, note):
     row = graded[1][file]
@@ -241,4 +247,4 @@ def test_torchrun_with_two_processes_writes_the_table_of_one(tmp_path, tiny_data
     assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
     rows = [[{k: v for k, v in r.items() if k != 'seconds'} for r in read(tmp_path / f)] for f in ('one.csv',
                                                                                                    'two.csv')]
-    assert rows[0] == rows[1] and len(rows[0]) == 19 and two.stdout.count('Wrote') == 1
+    assert rows[0] == rows[1] and len(rows[0]) == 21 and two.stdout.count('Wrote') == 1
