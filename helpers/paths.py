@@ -121,6 +121,6 @@ def write_atomic(path, write):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    SAVED.append(os.fspath(path))
-    if replaced:
+    if replaced and os.fspath(path) not in SAVED:  # a file rewritten as a run goes on (a table, a state): once
         print(f'replaced the earlier {shown(path)}', file=sys.stderr)
+    SAVED.append(os.fspath(path))
